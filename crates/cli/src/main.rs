@@ -1,0 +1,168 @@
+//! `portcullis`: a governed gateway for the Model Context Protocol.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis_gateway::downstream;
+use portcullis_gateway::{Config, Gateway};
+use tokio_util::sync::CancellationToken;
+
+/// Portcullis sits between AI hosts and the MCP servers they use: hosts connect
+/// to one endpoint, and Portcullis connects to the approved upstream servers.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway's HTTP listener (Streamable HTTP, both protocol eras) as configured.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(short, long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// Override `[listen] address`, e.g. 127.0.0.1:9000.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Serve one host over stdin/stdout, for desktop hosts that launch their MCP servers.
+    Stdio {
+        /// The configuration file (TOML).
+        #[arg(short, long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// Which route to expose (its path); default: the first route.
+        #[arg(long)]
+        route: Option<String>,
+    },
+    /// Validate a configuration file without starting anything; lists every problem.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(short, long, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the bundled demo MCP server (the quickstart's upstream) on stdio, or on HTTP with --http.
+    Demo {
+        /// Serve Streamable HTTP on this address instead of stdio.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs() {
+    // Logs always go to stderr: stdout is the protocol channel in stdio mode.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Check { config } => {
+            let c = Config::load(&config)?;
+            println!(
+                "{}: ok ({} upstream(s), {} route(s){})",
+                config.display(),
+                c.upstreams.len(),
+                c.routes.len(),
+                c.listen.as_ref().map(|l| format!(", listening on {}", l.address)).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Serve { config, listen } => {
+            init_logs();
+            let mut c = Config::load(&config)?;
+            if let Some(addr) = listen
+                && let Some(l) = c.listen.as_mut()
+            {
+                l.address = addr;
+            }
+            let settings = c
+                .listen
+                .clone()
+                .context("the configuration has no [listen] section; add one or use `portcullis stdio`")?;
+            let gateway = Gateway::start(c)?;
+            let listener = tokio::net::TcpListener::bind(settings.address)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.address))?;
+            let local = listener.local_addr()?;
+            for route in &gateway.routes {
+                tracing::info!(url = %format!("http://{local}{}", route.path()), "route ready");
+            }
+            eprintln!("portcullis listening on http://{local}");
+            let stop = CancellationToken::new();
+            tokio::spawn(shutdown_signal(stop.clone()));
+            let app = downstream::http::router(Arc::clone(&gateway), settings);
+            downstream::http::serve(listener, app, stop).await?;
+            gateway.shutdown().await;
+            Ok(())
+        }
+        Command::Stdio { config, route } => {
+            init_logs();
+            let c = Config::load(&config)?;
+            let gateway = Gateway::start(c)?;
+            let route = match route {
+                Some(path) => gateway.route_for_path(&path).with_context(|| format!("no route with path {path}"))?,
+                None => gateway.routes.first().cloned().context("no routes configured")?,
+            };
+            downstream::stdio::serve(Arc::clone(&gateway), route, tokio::io::stdin(), tokio::io::stdout()).await?;
+            gateway.shutdown().await;
+            Ok(())
+        }
+        Command::Demo { http } => {
+            match http {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    eprintln!("listening on http://{}/mcp", listener.local_addr()?);
+                    portcullis_demo::run_http(listener).await?;
+                }
+                None => portcullis_demo::run_stdio().await?,
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                stop.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    stop.cancel();
+}

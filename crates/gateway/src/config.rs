@@ -1,0 +1,650 @@
+//! Configuration in two stages: the raw TOML shape (serde, unknown keys
+//! rejected) and the validated form the gateway runs on. Every problem is
+//! reported at once, each with the file, line and key it concerns.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// The raw configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Gateway-wide settings.
+    #[serde(default)]
+    pub gateway: RawGateway,
+    /// The host-facing HTTP listener; absent when only `portcullis stdio` is used.
+    pub listen: Option<RawListen>,
+    /// The upstream MCP servers.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<RawUpstream>,
+    /// The routes hosts connect to, each exposing a set of upstreams as one server.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[gateway]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// The name the gateway gives itself in `serverInfo` and `clientInfo`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// How long a call may take upstream unless the upstream sets its own `timeout`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long the `server/discover` probe waits before assuming a legacy upstream.
+    #[serde(default = "default_probe", with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// The largest request body a host may send, in bytes (HTTP 413 beyond).
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// The largest message accepted from an upstream, in bytes.
+    #[serde(default = "default_message")]
+    pub max_message_bytes: usize,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            request_timeout: default_timeout(),
+            probe_timeout: default_probe(),
+            max_body_bytes: default_body(),
+            max_message_bytes: default_message(),
+        }
+    }
+}
+
+/// `[listen]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// Address and port, e.g. `127.0.0.1:8080`.
+    pub address: Spanned<String>,
+    /// Origins allowed to call (DNS-rebinding protection); a request with another `Origin`
+    /// gets 403. Requests without `Origin` (non-browser hosts) are allowed.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names the `Host` header may carry; default: the loopback names.
+    #[serde(default = "default_hosts")]
+    pub allowed_hosts: Vec<String>,
+    /// How long an idle legacy session is kept.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// The most legacy sessions kept at once; the oldest idle one is evicted beyond.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+/// `[[upstream]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// A short unique name: letters, digits, `-` and `_`.
+    pub name: Spanned<String>,
+    /// `stdio`, `http` (Streamable HTTP) or `sse` (the deprecated HTTP+SSE transport).
+    pub transport: Spanned<String>,
+    /// stdio: the program, run without a shell. `$PORTCULLIS_EXE` is this gateway's own binary.
+    pub command: Option<Spanned<String>>,
+    /// stdio: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: environment variables set for it.
+    #[serde(default)]
+    pub env: HashMap<String, String>,
+    /// stdio: variables passed through from the gateway's environment.
+    #[serde(default = "default_inherit")]
+    pub inherit_env: Vec<String>,
+    /// stdio: working directory.
+    pub cwd: Option<PathBuf>,
+    /// http/sse: the endpoint URL.
+    pub url: Option<Spanned<String>>,
+    /// `auto` (probe with `server/discover`, fall back to `initialize`), `modern` or `legacy`.
+    #[serde(default = "default_era")]
+    pub era: Spanned<String>,
+    /// Per-call timeout for this upstream.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// The prefix its tool and prompt names get on aggregating routes; default `<name>__`.
+    pub prefix: Option<Spanned<String>>,
+}
+
+/// `[[route]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The HTTP path, e.g. `/mcp` or `/mcp/support`.
+    pub path: Spanned<String>,
+    /// The upstreams this route exposes, by name.
+    pub upstreams: Spanned<Vec<String>>,
+    /// `prefixed` (names get the upstream's prefix) or `passthrough` (single upstream only).
+    #[serde(default = "default_naming")]
+    pub names: Spanned<String>,
+    /// When an upstream fails: `fail_closed` (the whole request fails) or `skip` (it is left out).
+    #[serde(default = "default_failure")]
+    pub on_upstream_failure: Spanned<String>,
+}
+
+fn default_name() -> String {
+    "portcullis".to_owned()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_probe() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_message() -> usize {
+    16 * 1024 * 1024
+}
+fn default_hosts() -> Vec<String> {
+    ["localhost", "127.0.0.1", "[::1]"].map(String::from).to_vec()
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_max_sessions() -> usize {
+    10_000
+}
+fn default_inherit() -> Vec<String> {
+    ["PATH", "HOME", "LANG", "TMPDIR"].map(String::from).to_vec()
+}
+fn default_era() -> Spanned<String> {
+    Spanned::new(0..0, "auto".to_owned())
+}
+fn default_naming() -> Spanned<String> {
+    Spanned::new(0..0, "prefixed".to_owned())
+}
+fn default_failure() -> Spanned<String> {
+    Spanned::new(0..0, "fail_closed".to_owned())
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: GatewaySettings,
+    pub listen: Option<ListenSettings>,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+/// Gateway-wide settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub name: String,
+    pub request_timeout: Duration,
+    pub probe_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone)]
+pub struct ListenSettings {
+    pub address: SocketAddr,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub session_idle_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+/// How an upstream is reached.
+#[derive(Debug, Clone)]
+pub enum UpstreamTransport {
+    Stdio {
+        command: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        inherit_env: Vec<String>,
+        cwd: Option<PathBuf>,
+    },
+    Http {
+        url: String,
+    },
+    Sse {
+        url: String,
+    },
+}
+
+/// Which era to speak upstream.
+pub use portcullis_transport::client::EraPreference;
+
+/// One upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub transport: UpstreamTransport,
+    pub era: EraPreference,
+    pub timeout: Duration,
+    pub prefix: String,
+}
+
+/// How a route names what it aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    Prefixed,
+    Passthrough,
+}
+
+/// What a route does when one of its upstreams fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    FailClosed,
+    Skip,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub path: String,
+    /// Indexes into `Config::upstreams`.
+    pub upstreams: Vec<usize>,
+    pub naming: Naming,
+    pub on_upstream_failure: FailurePolicy,
+}
+
+/// A configuration problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.line {
+                Some(line) => write!(f, "{}:{line}: {}: {}", self.file.display(), p.key, p.message)?,
+                None => write!(f, "{}: {}: {}", self.file.display(), p.key, p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem { line: None, key: "file".to_owned(), message: format!("cannot read: {e}") }],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let fail = |problems| ConfigError { file: path.to_owned(), problems };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            fail(vec![Problem { line, key: "toml".to_owned(), message: e.message().to_owned() }])
+        })?;
+        let mut v = Validator { text, problems: Vec::new() };
+        let config = v.validate(raw);
+        if v.problems.is_empty() { Ok(config) } else { Err(fail(v.problems)) }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let span = at.span();
+        self.problems.push(Problem {
+            line: (span.end > 0).then(|| line_of(self.text, span.start)),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Config {
+        let gateway = GatewaySettings {
+            name: raw.gateway.name,
+            request_timeout: raw.gateway.request_timeout,
+            probe_timeout: raw.gateway.probe_timeout,
+            max_body_bytes: raw.gateway.max_body_bytes,
+            max_message_bytes: raw.gateway.max_message_bytes,
+        };
+        let listen = raw.listen.map(|l| {
+            let address = match l.address.get_ref().parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.problem(&l.address, "listen.address", "expected an address like 127.0.0.1:8080");
+                    SocketAddr::from(([127, 0, 0, 1], 0))
+                }
+            };
+            ListenSettings {
+                address,
+                allowed_origins: l.allowed_origins,
+                allowed_hosts: l.allowed_hosts,
+                session_idle_timeout: l.session_idle_timeout,
+                max_sessions: l.max_sessions.max(1),
+            }
+        });
+        let mut names = HashMap::new();
+        let mut upstreams = Vec::new();
+        for (i, u) in raw.upstreams.into_iter().enumerate() {
+            let key = format!("upstream[{i}]");
+            let name = u.name.get_ref().clone();
+            if name.is_empty()
+                || name.len() > 48
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                self.problem(&u.name, format!("{key}.name"), "use 1-48 letters, digits, '-' or '_'");
+            }
+            if names.insert(name.clone(), upstreams.len()).is_some() {
+                self.problem(&u.name, format!("{key}.name"), format!("duplicate upstream name '{name}'"));
+            }
+            let transport = match u.transport.get_ref().as_str() {
+                "stdio" => match &u.command {
+                    Some(c) => UpstreamTransport::Stdio {
+                        command: PathBuf::from(expand_self(c.get_ref())),
+                        args: u.args.clone(),
+                        env: u.env.clone().into_iter().collect(),
+                        inherit_env: u.inherit_env.clone(),
+                        cwd: u.cwd.clone(),
+                    },
+                    None => {
+                        self.problem(&u.transport, format!("{key}.command"), "a stdio upstream needs a command");
+                        continue;
+                    }
+                },
+                t @ ("http" | "sse") => match &u.url {
+                    Some(url)
+                        if url
+                            .get_ref()
+                            .parse::<http::Uri>()
+                            .is_ok_and(|x| matches!(x.scheme_str(), Some("http" | "https")) && x.host().is_some()) =>
+                    {
+                        if t == "http" {
+                            UpstreamTransport::Http { url: url.get_ref().clone() }
+                        } else {
+                            UpstreamTransport::Sse { url: url.get_ref().clone() }
+                        }
+                    }
+                    Some(url) => {
+                        self.problem(url, format!("{key}.url"), "expected an http:// or https:// URL");
+                        continue;
+                    }
+                    None => {
+                        self.problem(&u.transport, format!("{key}.url"), format!("an {t} upstream needs a url"));
+                        continue;
+                    }
+                },
+                other => {
+                    self.problem(
+                        &u.transport,
+                        format!("{key}.transport"),
+                        format!("unknown transport '{other}' (expected stdio, http or sse)"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(c) = &u.command
+                && !matches!(transport, UpstreamTransport::Stdio { .. })
+            {
+                self.problem(c, format!("{key}.command"), "only a stdio upstream has a command");
+            }
+            if let (Some(url), UpstreamTransport::Stdio { .. }) = (&u.url, &transport) {
+                self.problem(url, format!("{key}.url"), "a stdio upstream has no url");
+            }
+            let era = match u.era.get_ref().as_str() {
+                "auto" => EraPreference::Auto,
+                "modern" => EraPreference::Modern,
+                "legacy" => EraPreference::Legacy,
+                other => {
+                    self.problem(
+                        &u.era,
+                        format!("{key}.era"),
+                        format!("unknown era '{other}' (expected auto, modern or legacy)"),
+                    );
+                    EraPreference::Auto
+                }
+            };
+            let prefix = match &u.prefix {
+                Some(p) => {
+                    let ok = !p.get_ref().is_empty()
+                        && p.get_ref().len() <= 64
+                        && p.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+                    if !ok {
+                        self.problem(
+                            p,
+                            format!("{key}.prefix"),
+                            "use 1-64 letters, digits, '_', '-' or '.' (the tool-name alphabet)",
+                        );
+                    }
+                    p.get_ref().clone()
+                }
+                None => format!("{name}__"),
+            };
+            upstreams.push(UpstreamSettings {
+                name,
+                transport,
+                era,
+                timeout: u.timeout.unwrap_or(gateway.request_timeout),
+                prefix,
+            });
+        }
+        let mut routes = Vec::new();
+        let mut paths = HashSet::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let key = format!("route[{i}]");
+            let path = r.path.get_ref().clone();
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) || path.starts_with("/.well-known") {
+                self.problem(&r.path, format!("{key}.path"), "expected an absolute path such as /mcp");
+            }
+            if !paths.insert(path.clone()) {
+                self.problem(&r.path, format!("{key}.path"), format!("duplicate route path '{path}'"));
+            }
+            let mut members = Vec::new();
+            for name in r.upstreams.get_ref() {
+                match names.get(name) {
+                    Some(&idx) if !members.contains(&idx) => members.push(idx),
+                    Some(_) => {
+                        self.problem(&r.upstreams, format!("{key}.upstreams"), format!("'{name}' is listed twice"))
+                    }
+                    None => {
+                        self.problem(&r.upstreams, format!("{key}.upstreams"), format!("no upstream is named '{name}'"))
+                    }
+                }
+            }
+            if r.upstreams.get_ref().is_empty() {
+                self.problem(&r.upstreams, format!("{key}.upstreams"), "a route needs at least one upstream");
+            }
+            let naming = match r.names.get_ref().as_str() {
+                "prefixed" => Naming::Prefixed,
+                "passthrough" if r.upstreams.get_ref().len() == 1 => Naming::Passthrough,
+                "passthrough" => {
+                    self.problem(&r.names, format!("{key}.names"), "passthrough naming needs exactly one upstream");
+                    Naming::Passthrough
+                }
+                other => {
+                    self.problem(
+                        &r.names,
+                        format!("{key}.names"),
+                        format!("unknown naming '{other}' (expected prefixed or passthrough)"),
+                    );
+                    Naming::Prefixed
+                }
+            };
+            let on_upstream_failure = match r.on_upstream_failure.get_ref().as_str() {
+                "fail_closed" => FailurePolicy::FailClosed,
+                "skip" => FailurePolicy::Skip,
+                other => {
+                    self.problem(
+                        &r.on_upstream_failure,
+                        format!("{key}.on_upstream_failure"),
+                        format!("unknown policy '{other}' (expected fail_closed or skip)"),
+                    );
+                    FailurePolicy::FailClosed
+                }
+            };
+            if naming == Naming::Prefixed {
+                // A tool name must resolve to exactly one upstream: no prefix may start another.
+                for (a, &ia) in members.iter().enumerate() {
+                    for &ib in &members[a + 1..] {
+                        if let (Some(pa), Some(pb)) = (upstreams.get(ia), upstreams.get(ib)) {
+                            let (pa, pb): (&UpstreamSettings, &UpstreamSettings) = (pa, pb);
+                            if pa.prefix.starts_with(&pb.prefix) || pb.prefix.starts_with(&pa.prefix) {
+                                self.problem(
+                                    &r.upstreams,
+                                    format!("{key}.upstreams"),
+                                    format!(
+                                        "prefixes '{}' and '{}' overlap; set distinct upstream prefixes",
+                                        pa.prefix, pb.prefix
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            routes.push(RouteSettings { path, upstreams: members, naming, on_upstream_failure });
+        }
+        if routes.is_empty() {
+            self.problems.push(Problem {
+                line: None,
+                key: "route".to_owned(),
+                message: "at least one [[route]] is needed".to_owned(),
+            });
+        }
+        Config { gateway, listen, upstreams, routes }
+    }
+}
+
+/// `$PORTCULLIS_EXE` names the running gateway binary (so the bundled demo needs no install).
+fn expand_self(command: &str) -> String {
+    if command == "$PORTCULLIS_EXE"
+        && let Ok(exe) = std::env::current_exe()
+    {
+        return exe.display().to_string();
+    }
+    command.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match Config::parse(text, Path::new("t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems,
+        }
+    }
+
+    const GOOD: &str = r#"
+[listen]
+address = "127.0.0.1:0"
+
+[[upstream]]
+name = "a"
+transport = "stdio"
+command = "/bin/true"
+
+[[upstream]]
+name = "b"
+transport = "http"
+url = "http://127.0.0.1:9/mcp"
+era = "legacy"
+
+[[route]]
+path = "/mcp"
+upstreams = ["a", "b"]
+"#;
+
+    #[test]
+    fn accepts_a_valid_config() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.routes[0].upstreams, vec![0, 1]);
+        assert_eq!(c.upstreams[1].prefix, "b__");
+        assert_eq!(c.upstreams[1].era, EraPreference::Legacy);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_with_their_line() {
+        let p = problems("[gateway]\nname = \"x\"\nbogus = 1\n[[route]]\npath=\"/mcp\"\nupstreams=[]\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].line, Some(3));
+        assert!(p[0].message.contains("unknown field `bogus`"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn reports_every_semantic_problem_at_once() {
+        let p = problems(
+            r#"
+[[upstream]]
+name = "bad name"
+transport = "carrier-pigeon"
+
+[[upstream]]
+name = "x"
+transport = "http"
+
+[[route]]
+path = "mcp"
+upstreams = ["nope"]
+names = "passthrough"
+"#,
+        );
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"upstream[0].name"), "{keys:?}");
+        assert!(keys.contains(&"upstream[0].transport"), "{keys:?}");
+        assert!(keys.contains(&"upstream[1].url"), "{keys:?}");
+        assert!(keys.contains(&"route[0].path"), "{keys:?}");
+        assert!(keys.contains(&"route[0].upstreams"), "{keys:?}");
+        let line_of_bad_name = p.iter().find(|p| p.key == "upstream[0].name").and_then(|p| p.line);
+        assert_eq!(line_of_bad_name, Some(3));
+    }
+
+    #[test]
+    fn rejects_overlapping_prefixes() {
+        let p = problems(
+            r#"
+[[upstream]]
+name = "a"
+transport = "stdio"
+command = "x"
+prefix = "a_"
+[[upstream]]
+name = "b"
+transport = "stdio"
+command = "x"
+prefix = "a_b_"
+[[route]]
+path = "/mcp"
+upstreams = ["a", "b"]
+"#,
+        );
+        assert!(p.iter().any(|p| p.message.contains("overlap")), "{p:?}");
+    }
+}

@@ -1,0 +1,907 @@
+//! The host-facing MCP server: answers lifecycle methods itself, aggregates
+//! list methods across a route's upstreams, and sends named requests down the
+//! pipeline to one upstream, relaying what comes back in the host's era.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use portcullis_transport::client::{ClientInfo, RequestOptions, UpstreamInfo};
+use portcullis_transport::http::{HttpConfig, HttpLink};
+use portcullis_transport::legacy_sse::LegacySseLink;
+use portcullis_transport::stdio::{StdioConfig, StdioLink};
+use portcullis_transport::{Link, LinkEvent, UpstreamClient, UpstreamError};
+use portcullis_wire::envelope::{Outcome, error_bytes, error_raw_bytes, request_bytes, result_bytes};
+use portcullis_wire::object::{empty_object, raw};
+use portcullis_wire::param_header::{self, ParamHeader};
+use portcullis_wire::{Era, ErrorCode, Message, MessageKind, ProtocolVersion, RawObject, RequestId, RpcError, meta};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, UpstreamTransport};
+use crate::error::GatewayError;
+use crate::pipeline::{CallContext, Pipeline};
+use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, Upstream};
+use crate::session::Session;
+
+/// Who is asking: the route, the host's era, and its session or per-request capabilities.
+#[derive(Clone)]
+pub struct Host {
+    pub route: Arc<Route>,
+    pub version: ProtocolVersion,
+    /// Legacy hosts over HTTP have one; stdio legacy hosts have one too (the process is the session).
+    pub session: Option<Arc<Session>>,
+    /// A modern host's `clientCapabilities` for this request.
+    pub capabilities: Option<Box<RawValue>>,
+}
+
+impl Host {
+    /// Whether the host speaks the modern era.
+    pub fn modern(&self) -> bool {
+        self.version.era() == Era::Modern
+    }
+}
+
+/// A request on its way to one upstream.
+struct Forward<'a> {
+    method: &'a str,
+    params: Option<&'a RawValue>,
+    /// `Mcp-Name` (tool or prompt name, or resource URI).
+    name: Option<&'a str>,
+    param_headers: &'a [(String, String)],
+}
+
+/// What a request produced before it is serialized for the host.
+enum Reply {
+    Result(Box<RawValue>),
+    /// An error object from the upstream, passed on (codes translated for the host's era).
+    UpstreamError(Box<RawValue>),
+}
+
+/// The gateway: routes, upstreams and the pipeline.
+pub struct Gateway {
+    pub config: Config,
+    pub routes: Vec<Arc<Route>>,
+    upstreams: Vec<Arc<Upstream>>,
+    pipeline: Pipeline,
+}
+
+/// The capabilities the gateway declares to upstreams as their client.
+const GATEWAY_CLIENT_CAPABILITIES: &str = r#"{"elicitation":{},"sampling":{},"roots":{}}"#;
+/// How many `input_required` rounds a legacy host is walked through before giving up.
+const MAX_INPUT_ROUNDS: usize = 8;
+
+impl Gateway {
+    /// Starts every upstream link and builds the routes.
+    pub fn start(config: Config) -> Result<Arc<Self>, GatewayError> {
+        let client = ClientInfo {
+            name: config.gateway.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            capabilities: raw(GATEWAY_CLIENT_CAPABILITIES),
+        };
+        let mut upstreams = Vec::new();
+        for u in &config.upstreams {
+            let link = match &u.transport {
+                UpstreamTransport::Stdio { command, args, env, inherit_env, cwd } => {
+                    Link::Stdio(StdioLink::start(StdioConfig {
+                        name: u.name.clone(),
+                        command: command.clone(),
+                        args: args.clone(),
+                        env: env.clone(),
+                        inherit_env: inherit_env.clone(),
+                        cwd: cwd.clone(),
+                        max_message_bytes: config.gateway.max_message_bytes,
+                        shutdown_grace: Duration::from_secs(2),
+                        max_backoff: Duration::from_secs(30),
+                    }))
+                }
+                UpstreamTransport::Http { url } | UpstreamTransport::Sse { url } => {
+                    let url = reqwest_url(url).map_err(|e| GatewayError::Internal(format!("{}: {e}", u.name)))?;
+                    let cfg = HttpConfig {
+                        name: u.name.clone(),
+                        url,
+                        headers: Vec::new(),
+                        connect_timeout: Duration::from_secs(5),
+                        max_message_bytes: config.gateway.max_message_bytes,
+                    };
+                    let link = match u.transport {
+                        UpstreamTransport::Sse { .. } => LegacySseLink::start(cfg).map(Link::LegacySse),
+                        _ => HttpLink::new(cfg).map(|l| Link::Http(Arc::new(l))),
+                    };
+                    link.map_err(|e| GatewayError::Internal(format!("{}: {e}", u.name)))?
+                }
+            };
+            let client = UpstreamClient::new(link, u.era, client.clone(), config.gateway.probe_timeout);
+            upstreams.push(Arc::new(Upstream::new(u.clone(), client)));
+        }
+        let routes: Vec<Arc<Route>> = config
+            .routes
+            .iter()
+            .map(|r| {
+                let members = r.upstreams.iter().filter_map(|i| upstreams.get(*i).cloned()).collect();
+                Arc::new(Route::new(r.clone(), members))
+            })
+            .collect();
+        let gateway = Arc::new(Self { config, routes, upstreams, pipeline: Pipeline::standard() });
+        for (index, upstream) in gateway.upstreams.iter().enumerate() {
+            tokio::spawn(pump_upstream_events(Arc::downgrade(&gateway), index, upstream.client.link().subscribe()));
+            // Warm up: discover each upstream's era now rather than on the first host request.
+            let client = Arc::clone(&upstream.client);
+            let timeout = upstream.settings.timeout;
+            tokio::spawn(async move {
+                if let Err(e) = client.info(timeout).await {
+                    tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
+                }
+            });
+        }
+        Ok(gateway)
+    }
+
+    /// The route serving an HTTP path.
+    pub fn route_for_path(&self, path: &str) -> Option<Arc<Route>> {
+        let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        self.routes.iter().find(|r| r.path() == path).cloned()
+    }
+
+    /// Stops every upstream.
+    pub async fn shutdown(&self) {
+        join_all(self.upstreams.iter().map(|u| u.client.link().shutdown())).await;
+    }
+
+    /// What the gateway answers to a legacy `initialize`.
+    pub async fn initialize_result(&self, route: &Route, version: ProtocolVersion) -> Box<RawValue> {
+        let (capabilities, instructions) = self.merged_capabilities(route).await;
+        let mut result = RawObject::default();
+        result.insert_str("protocolVersion", version.as_str());
+        result.insert_raw("capabilities", capabilities);
+        result.insert_raw("serverInfo", self.server_info());
+        if let Some(text) = instructions {
+            result.insert_str("instructions", &text);
+        }
+        result.to_raw()
+    }
+
+    fn server_info(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&serde_json::json!({
+            "name": self.config.gateway.name,
+            "title": "Portcullis MCP gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+        .unwrap_or_default()
+    }
+
+    /// The union of the route's upstreams' capabilities, as the gateway offers them.
+    async fn merged_capabilities(&self, route: &Route) -> (Box<RawValue>, Option<String>) {
+        let infos = self.member_infos(route).await;
+        let mut caps = serde_json::Map::new();
+        let mut instructions = Vec::new();
+        for (member, info) in infos.iter().enumerate() {
+            let Some(info) = info else { continue };
+            for (kind, extra) in [
+                ("tools", None),
+                ("prompts", None),
+                ("resources", Some("subscribe")),
+                ("completions", None),
+                ("logging", None),
+            ] {
+                if !info.has_capability(kind) {
+                    continue;
+                }
+                let entry = caps.entry(kind).or_insert_with(|| serde_json::json!({}));
+                if matches!(kind, "tools" | "prompts" | "resources") {
+                    entry["listChanged"] = serde_json::Value::Bool(true);
+                }
+                if let Some(flag) = extra {
+                    let upstream_has = RawObject::parse(&info.capabilities)
+                        .and_then(|c| c.get_object(kind))
+                        .and_then(|r| r.get(flag).map(|v| v.get() == "true"))
+                        .unwrap_or(false);
+                    if upstream_has {
+                        entry[flag] = serde_json::Value::Bool(true);
+                    }
+                }
+            }
+            if let Some(text) = &info.instructions {
+                let name = &route.members[member].settings.name;
+                instructions.push(if route.members.len() == 1 { text.clone() } else { format!("[{name}] {text}") });
+            }
+        }
+        let raw_caps = serde_json::value::to_raw_value(&caps).unwrap_or_else(|_| empty_object());
+        (raw_caps, (!instructions.is_empty()).then(|| instructions.join("\n\n")))
+    }
+
+    /// Each member's handshake result, `None` for those that are down.
+    async fn member_infos(&self, route: &Route) -> Vec<Option<Arc<UpstreamInfo>>> {
+        join_all(route.members.iter().map(|u| async move {
+            match u.client.info(u.settings.timeout).await {
+                Ok(info) => Some(info),
+                Err(e) => {
+                    tracing::warn!(server = %u.settings.name, error = %e, "upstream unavailable");
+                    None
+                }
+            }
+        }))
+        .await
+    }
+
+    /// Handles a host request; returns the response to send.
+    pub async fn request(
+        &self,
+        host: &Host,
+        id: &RequestId,
+        method: &str,
+        params: Option<&RawValue>,
+        related: &mpsc::Sender<Bytes>,
+    ) -> Vec<u8> {
+        let outcome = self.dispatch(host, method, params, related).await;
+        match outcome {
+            Ok(Reply::Result(r)) => {
+                let r = if host.modern() { complete_result(r, method) } else { r };
+                result_bytes(Some(id), &r)
+            }
+            Ok(Reply::UpstreamError(e)) => error_raw_bytes(Some(id), &translate_error(e, host.modern(), method)),
+            Err(e) => {
+                tracing::debug!(method, reason = e.reason(), error = %e, "request failed");
+                error_bytes(Some(id), &e.to_rpc(host.modern()))
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        host: &Host,
+        method: &str,
+        params: Option<&RawValue>,
+        related: &mpsc::Sender<Bytes>,
+    ) -> Result<Reply, GatewayError> {
+        match method {
+            "ping" => Ok(Reply::Result(empty_object())),
+            "server/discover" => Ok(Reply::Result(self.discover_result(&host.route).await)),
+            "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+                let kind =
+                    ListKind::from_method(method).ok_or_else(|| GatewayError::MethodNotFound(method.to_owned()))?;
+                self.list(host, kind, params).await.map(Reply::Result)
+            }
+            "tools/call" | "prompts/get" => {
+                let p = params_object(params)?;
+                let name = p
+                    .get_str("name")
+                    .ok_or_else(|| GatewayError::invalid("missing_name", "params.name must be a string"))?;
+                let mut call = CallContext { route: &host.route, method, name: &name, params, target: None };
+                self.pipeline.run(&mut call)?;
+                let target =
+                    call.target.ok_or_else(|| GatewayError::Internal("pipeline left the call unrouted".to_owned()))?;
+                let headers = param_headers(&target, &p);
+                let mut rewritten = p;
+                rewritten.insert_str("name", &target.name);
+                let params = rewritten.to_raw();
+                self.forward(
+                    host,
+                    &target,
+                    Forward {
+                        method,
+                        params: Some(&params),
+                        name: Some(&target.name.clone()),
+                        param_headers: &headers,
+                    },
+                    related,
+                )
+                .await
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let p = params_object(params)?;
+                let uri = p
+                    .get_str("uri")
+                    .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
+                let target = self.resource_target(host, &uri).await?;
+                if method != "resources/read" {
+                    self.track_subscription(host, method, &uri);
+                }
+                self.forward(host, &target, Forward { method, params, name: Some(&uri), param_headers: &[] }, related)
+                    .await
+            }
+            "completion/complete" => {
+                let p = params_object(params)?;
+                let reference = p
+                    .get_object("ref")
+                    .ok_or_else(|| GatewayError::invalid("missing_ref", "params.ref must be an object"))?;
+                let (target, rewritten) = match reference.get_str("type").as_deref() {
+                    Some("ref/prompt") => {
+                        let name = reference
+                            .get_str("name")
+                            .ok_or_else(|| GatewayError::invalid("missing_name", "params.ref.name must be a string"))?;
+                        let target = host.route.resolve_name(&name).ok_or_else(|| {
+                            GatewayError::invalid("unknown_prompt", format!("unknown prompt: {name}"))
+                        })?;
+                        let mut reference = reference;
+                        reference.insert_str("name", &target.name);
+                        let mut p = p;
+                        p.insert_object("ref", &reference);
+                        (target, p.to_raw())
+                    }
+                    Some("ref/resource") => {
+                        let uri = reference
+                            .get_str("uri")
+                            .ok_or_else(|| GatewayError::invalid("missing_uri", "params.ref.uri must be a string"))?;
+                        (self.resource_target(host, &uri).await?, p.to_raw())
+                    }
+                    _ => {
+                        return Err(GatewayError::invalid(
+                            "invalid_ref",
+                            "params.ref.type must be ref/prompt or ref/resource",
+                        ));
+                    }
+                };
+                self.forward(
+                    host,
+                    &target,
+                    Forward { method, params: Some(&rewritten), name: None, param_headers: &[] },
+                    related,
+                )
+                .await
+            }
+            "logging/setLevel" => {
+                let infos = self.member_infos(&host.route).await;
+                let legacy_with_logging = host.route.members.iter().zip(infos).filter_map(|(u, info)| {
+                    info.filter(|i| i.era() == Era::Legacy && i.has_capability("logging")).map(|_| u)
+                });
+                let calls = legacy_with_logging.map(|u| {
+                    let target = Target { upstream: Arc::clone(u), name: String::new() };
+                    async move {
+                        self.forward(host, &target, Forward { method, params, name: None, param_headers: &[] }, related)
+                            .await
+                    }
+                });
+                for outcome in join_all(calls).await {
+                    if let Err(e) = outcome
+                        && !host.route.skips_failures()
+                    {
+                        return Err(e);
+                    }
+                }
+                Ok(Reply::Result(empty_object()))
+            }
+            _ if host.route.members.len() == 1 => {
+                // A single-upstream route passes methods it does not know through unchanged.
+                let target = Target { upstream: Arc::clone(&host.route.members[0]), name: String::new() };
+                self.forward(host, &target, Forward { method, params, name: None, param_headers: &[] }, related).await
+            }
+            _ => Err(GatewayError::MethodNotFound(method.to_owned())),
+        }
+    }
+
+    fn track_subscription(&self, host: &Host, method: &str, uri: &str) {
+        if let Some(session) = &host.session {
+            let mut subs = session.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if method == "resources/subscribe" {
+                subs.insert(uri.to_owned());
+            } else {
+                subs.remove(uri);
+            }
+        }
+    }
+
+    /// `server/discover` for a modern host.
+    async fn discover_result(&self, route: &Route) -> Box<RawValue> {
+        let (capabilities, instructions) = self.merged_capabilities(route).await;
+        let mut result = RawObject::default();
+        result.insert("supportedVersions", &ProtocolVersion::supported_strings());
+        result.insert_raw("capabilities", capabilities);
+        if let Some(text) = instructions {
+            result.insert_str("instructions", &text);
+        }
+        let mut m = RawObject::default();
+        m.insert_raw(meta::SERVER_INFO, self.server_info());
+        result.insert_object("_meta", &m);
+        result.insert("ttlMs", &0);
+        result.insert_str("cacheScope", "private");
+        result.to_raw()
+    }
+
+    /// Finds the upstream that owns a resource URI, listing resources if it is not known yet.
+    async fn resource_target(&self, host: &Host, uri: &str) -> Result<Target, GatewayError> {
+        let route = &host.route;
+        if route.resource_owner(uri).is_none() {
+            // Learn the route's resources (both lists) and look again.
+            for kind in [ListKind::Resources, ListKind::ResourceTemplates] {
+                let mut cursor: Option<String> = None;
+                for _ in 0..32 {
+                    let params = cursor.as_ref().map(|c| raw(serde_json::json!({"cursor": c}).to_string()));
+                    let Ok(page) = self.list(host, kind, params.as_deref()).await else {
+                        break;
+                    };
+                    cursor = RawObject::parse(&page).and_then(|p| p.get_str("nextCursor"));
+                    if cursor.is_none() || route.resource_owner(uri).is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let member = route.resource_owner(uri).ok_or_else(|| GatewayError::ResourceNotFound(uri.to_owned()))?;
+        Ok(Target { upstream: Arc::clone(&route.members[member]), name: uri.to_owned() })
+    }
+
+    /// Lists across the route's upstreams: one page of each upstream still to list,
+    /// merged, with a cursor naming where each upstream left off.
+    async fn list(
+        &self,
+        host: &Host,
+        kind: ListKind,
+        params: Option<&RawValue>,
+    ) -> Result<Box<RawValue>, GatewayError> {
+        let route = &host.route;
+        let p = params.and_then(RawObject::parse).unwrap_or_default();
+        let pending: Vec<(usize, Option<String>)> = match p.get("cursor") {
+            Some(c) => {
+                let text: String = serde_json::from_str(c.get())
+                    .map_err(|_| GatewayError::invalid("invalid_cursor", "params.cursor must be a string"))?;
+                Cursor::decode(&text, route.members.len())
+                    .ok_or_else(|| GatewayError::invalid("invalid_cursor", "unknown or expired cursor"))?
+                    .0
+            }
+            None => (0..route.members.len()).map(|i| (i, None)).collect(),
+        };
+        let pages = join_all(pending.iter().map(|(member, cursor)| {
+            let upstream = &route.members[*member];
+            let mut params = p.clone();
+            params.remove("cursor");
+            if let Some(c) = cursor {
+                params.insert_str("cursor", c);
+            }
+            async move {
+                let info =
+                    upstream.client.info(upstream.settings.timeout).await.map_err(|e| upstream_error(upstream, e))?;
+                if !info.has_capability(kind.capability()) {
+                    return Ok(None);
+                }
+                let opts = RequestOptions {
+                    timeout: upstream.settings.timeout,
+                    name: None,
+                    host_capabilities: host.capabilities.as_deref(),
+                    param_headers: &[],
+                };
+                let params = params.to_raw();
+                let response = upstream
+                    .client
+                    .request(kind.method(), Some(&params), opts, None)
+                    .await
+                    .map_err(|e| upstream_error(upstream, e))?;
+                match response.kind {
+                    MessageKind::Response { outcome: Outcome::Result(r), .. } => Ok(Some(r)),
+                    MessageKind::Response { outcome: Outcome::Error(e), .. } => Err(GatewayError::Upstream {
+                        server: upstream.settings.name.clone(),
+                        error: UpstreamError::Protocol(format!("{} failed: {}", kind.method(), e.get())),
+                    }),
+                    _ => Err(upstream_error(upstream, UpstreamError::Protocol("not a response".to_owned()))),
+                }
+            }
+        }))
+        .await;
+
+        let mut items: Vec<Box<RawValue>> = Vec::new();
+        let mut next = Vec::new();
+        let mut ttl: Option<u64> = None;
+        for ((member, _), page) in pending.iter().zip(pages) {
+            let page = match page {
+                Ok(Some(page)) => page,
+                Ok(None) => continue,
+                Err(e) if route.skips_failures() => {
+                    tracing::warn!(route = route.path(), error = %e, "upstream left out of the list");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(page) = RawObject::parse(&page) else {
+                return Err(GatewayError::Upstream {
+                    server: route.members[*member].settings.name.clone(),
+                    error: UpstreamError::Protocol(format!("{} result is not an object", kind.method())),
+                });
+            };
+            if let Some(c) = page.get_str("nextCursor") {
+                next.push((*member, Some(c)));
+            }
+            let upstream_ttl =
+                page.get("ttlMs").and_then(|t| t.get().parse::<f64>().ok()).map_or(0, |t| t.max(0.0) as u64);
+            ttl = Some(ttl.map_or(upstream_ttl, |t| t.min(upstream_ttl)));
+            let list: Vec<Box<RawValue>> =
+                page.get(kind.field()).and_then(|l| serde_json::from_str(l.get()).ok()).unwrap_or_default();
+            for item in list {
+                if let Some(item) = self.expose_item(route, *member, kind, item) {
+                    items.push(item);
+                }
+            }
+        }
+        let mut result = RawObject::default();
+        result.insert(kind.field(), &items);
+        if !next.is_empty() {
+            result.insert_str("nextCursor", &Cursor(next).encode());
+        }
+        if host.modern() {
+            result.insert_str("resultType", "complete");
+            result.insert("ttlMs", &ttl.unwrap_or(0));
+            result.insert_str("cacheScope", "private");
+        }
+        Ok(result.to_raw())
+    }
+
+    /// One list item as the host sees it: prefixed name, or hidden if the name cannot be exposed.
+    fn expose_item(&self, route: &Route, member: usize, kind: ListKind, item: Box<RawValue>) -> Option<Box<RawValue>> {
+        let mut obj = RawObject::parse(&item)?;
+        match kind {
+            ListKind::Tools | ListKind::Prompts => {
+                let name = obj.get_str("name")?;
+                if kind == ListKind::Tools {
+                    let upstream = &route.members[member];
+                    match tool_param_headers(&obj) {
+                        Ok(headers) => upstream.learn_tool_headers(&name, headers),
+                        Err(why) => {
+                            // The spec: an HTTP client must not expose a tool whose annotations are invalid.
+                            tracing::warn!(server = %upstream.settings.name, tool = name, why, "invalid x-mcp-header; tool hidden");
+                            return None;
+                        }
+                    }
+                }
+                if route.passthrough() {
+                    return Some(item);
+                }
+                let Some(exposed) = route.expose_name(member, &name) else {
+                    tracing::warn!(route = route.path(), name, "name too long once prefixed; hidden");
+                    return None;
+                };
+                obj.insert_str("name", &exposed);
+                Some(obj.to_raw())
+            }
+            ListKind::Resources => {
+                route.learn_resource(member, obj.get_str("uri").as_deref(), None);
+                Some(item)
+            }
+            ListKind::ResourceTemplates => {
+                route.learn_resource(member, None, obj.get_str("uriTemplate").as_deref());
+                Some(item)
+            }
+        }
+    }
+
+    /// Sends a routed request to its upstream, relaying related messages to the host
+    /// and walking a legacy host through a modern upstream's `input_required` rounds.
+    async fn forward(
+        &self,
+        host: &Host,
+        target: &Target,
+        request: Forward<'_>,
+        related: &mpsc::Sender<Bytes>,
+    ) -> Result<Reply, GatewayError> {
+        let Forward { method, params, name, param_headers } = request;
+        let upstream = &target.upstream;
+        let host_token = params
+            .and_then(RawObject::parse)
+            .and_then(|p| p.get_object("_meta"))
+            .and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned));
+        let mut params: Option<Box<RawValue>> = params.map(ToOwned::to_owned);
+        for _round in 0..MAX_INPUT_ROUNDS {
+            let (tx, mut rx) = mpsc::channel::<Message>(64);
+            let opts = RequestOptions {
+                timeout: upstream.settings.timeout,
+                name,
+                host_capabilities: host.capabilities.as_deref(),
+                param_headers,
+            };
+            let response = {
+                let call = upstream.client.request(method, params.as_deref(), opts, Some(tx));
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(m) = rx.recv() => self.relay(host, upstream, m, host_token.as_deref(), related).await,
+                        r = &mut call => break r,
+                    }
+                }
+            };
+            let response = response.map_err(|e| upstream_error(upstream, e))?;
+            let outcome = match response.kind {
+                MessageKind::Response { outcome, .. } => outcome,
+                _ => {
+                    return Err(upstream_error(upstream, UpstreamError::Protocol("not a response".to_owned())));
+                }
+            };
+            match outcome {
+                Outcome::Error(e) => return Ok(Reply::UpstreamError(e)),
+                Outcome::Result(r) => {
+                    if host.modern() || !is_input_required(&r) {
+                        return Ok(Reply::Result(r));
+                    }
+                    params = Some(self.ask_legacy_host(host, upstream, params.as_deref(), &r, related).await?);
+                }
+            }
+        }
+        Err(upstream_error(
+            upstream,
+            UpstreamError::Protocol(format!("still asking for input after {MAX_INPUT_ROUNDS} rounds")),
+        ))
+    }
+
+    /// Turns an `input_required` result into server-to-client requests on a legacy host's
+    /// stream, and builds the retry's params from the answers.
+    async fn ask_legacy_host(
+        &self,
+        host: &Host,
+        upstream: &Upstream,
+        params: Option<&RawValue>,
+        result: &RawValue,
+        related: &mpsc::Sender<Bytes>,
+    ) -> Result<Box<RawValue>, GatewayError> {
+        let result = RawObject::parse(result).unwrap_or_default();
+        let requests = result.get_object("inputRequests").unwrap_or_default();
+        let mut responses = RawObject::default();
+        for (key, request) in requests.iter() {
+            let request = RawObject::parse(request).unwrap_or_default();
+            let method = request.get_str("method").unwrap_or_default();
+            let answer = self
+                .ask_host(host, &method, request.get("params"), related, upstream.settings.timeout)
+                .await
+                .map_err(|e| upstream_error(upstream, UpstreamError::Protocol(format!("input for '{key}': {e}"))))?;
+            responses.insert_raw(key, answer);
+        }
+        let mut retry = params.and_then(RawObject::parse).unwrap_or_default();
+        retry.insert_object("inputResponses", &responses);
+        match result.get("requestState") {
+            Some(state) => retry.insert_raw("requestState", state.to_owned()),
+            None => {
+                retry.remove("requestState");
+            }
+        }
+        Ok(retry.to_raw())
+    }
+
+    /// Sends a request to a legacy host on the current stream and waits for its answer.
+    async fn ask_host(
+        &self,
+        host: &Host,
+        method: &str,
+        params: Option<&RawValue>,
+        related: &mpsc::Sender<Bytes>,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, String> {
+        let session = host.session.as_ref().ok_or("the host has no session to be asked in")?;
+        let capability = match method {
+            "elicitation/create" => "elicitation",
+            "sampling/createMessage" => "sampling",
+            "roots/list" => "roots",
+            _ => return Err(format!("cannot ask the host '{method}'")),
+        };
+        if !session.has_capability(capability) {
+            return Err(format!("the host did not declare the {capability} capability"));
+        }
+        let (id, answer) = session.expect_answer();
+        let bytes = request_bytes(&id, method, params);
+        related.send(Bytes::from(bytes)).await.map_err(|_| "the host went away")?;
+        let message = tokio::time::timeout(timeout, answer)
+            .await
+            .map_err(|_| "the host did not answer in time")?
+            .map_err(|_| "the host went away")?;
+        match message.kind {
+            MessageKind::Response { outcome: Outcome::Result(r), .. } => Ok(r),
+            MessageKind::Response { outcome: Outcome::Error(e), .. } => Err(format!("the host refused: {}", e.get())),
+            _ => Err("the host answered with something else".to_owned()),
+        }
+    }
+
+    /// Relays one related message from the upstream to the host.
+    async fn relay(
+        &self,
+        host: &Host,
+        upstream: &Upstream,
+        message: Message,
+        host_token: Option<&RawValue>,
+        related: &mpsc::Sender<Bytes>,
+    ) {
+        match &message.kind {
+            MessageKind::Notification { method, params } if method == "notifications/progress" => {
+                // Put the host's own token back.
+                let (Some(token), Some(params)) = (host_token, params) else {
+                    return;
+                };
+                let Some(mut p) = RawObject::parse(params) else {
+                    return;
+                };
+                p.insert_raw("progressToken", token.to_owned());
+                let bytes = portcullis_wire::envelope::notification_bytes(method, Some(&p.to_raw()));
+                let _ = related.send(Bytes::from(bytes)).await;
+            }
+            MessageKind::Notification { .. } => {
+                let _ = related.send(Bytes::from(message.to_bytes())).await;
+            }
+            MessageKind::Request { id, method, params } => {
+                if method == "ping" {
+                    let _ = upstream.client.send(result_bytes(Some(id), &empty_object())).await;
+                    return;
+                }
+                let answer = if host.modern() {
+                    Err("a modern host is asked for input only through input_required results".to_owned())
+                } else {
+                    self.ask_host(host, method, params.as_deref(), related, upstream.settings.timeout).await
+                };
+                let bytes = match answer {
+                    Ok(result) => result_bytes(Some(id), &result),
+                    Err(why) => {
+                        tracing::debug!(server = %upstream.settings.name, method, why, "server request refused");
+                        error_bytes(Some(id), &RpcError::new(ErrorCode::METHOD_NOT_FOUND, why))
+                    }
+                };
+                if let Err(e) = upstream.client.send(bytes).await {
+                    tracing::debug!(server = %upstream.settings.name, error = %e, "cannot answer server request");
+                }
+            }
+            MessageKind::Response { .. } => {}
+        }
+    }
+
+    /// Handles a host notification.
+    pub async fn notification(&self, host: &Host, method: &str, params: Option<&RawValue>) {
+        match method {
+            "notifications/cancelled" => {
+                let id = params
+                    .and_then(RawObject::parse)
+                    .and_then(|p| p.get("requestId").and_then(|r| RequestId::from_raw(r).ok()));
+                if let (Some(session), Some(id)) = (&host.session, id) {
+                    session.cancel_call(&id);
+                }
+            }
+            "notifications/initialized" => {}
+            "notifications/roots/list_changed" => {
+                for u in &host.route.members {
+                    let _ = u.client.send(portcullis_wire::envelope::notification_bytes(method, params)).await;
+                }
+            }
+            _ => tracing::debug!(method, "host notification ignored"),
+        }
+    }
+}
+
+/// A tool's `x-mcp-header` annotations (cheap when it has none).
+fn tool_param_headers(tool: &RawObject) -> Result<Vec<ParamHeader>, String> {
+    match tool.get("inputSchema") {
+        Some(schema) if schema.get().contains("x-mcp-header") => {
+            let schema: serde_json::Value = serde_json::from_str(schema.get()).map_err(|e| e.to_string())?;
+            param_header::from_schema(&schema)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The `Mcp-Param-*` headers a call to this tool carries.
+fn param_headers(target: &Target, params: &RawObject) -> Vec<(String, String)> {
+    let Some(spec) = target.upstream.tool_headers(&target.name) else {
+        return Vec::new();
+    };
+    let arguments: serde_json::Value =
+        params.get("arguments").and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(serde_json::Value::Null);
+    spec.into_iter().filter_map(|h| param_header::value_at(&arguments, &h.path).map(|v| (h.name, v))).collect()
+}
+
+fn params_object(params: Option<&RawValue>) -> Result<RawObject, GatewayError> {
+    params.and_then(RawObject::parse).ok_or_else(|| GatewayError::invalid("missing_params", "params must be an object"))
+}
+
+fn upstream_error(upstream: &Upstream, error: UpstreamError) -> GatewayError {
+    GatewayError::Upstream { server: upstream.settings.name.clone(), error }
+}
+
+fn is_input_required(result: &RawValue) -> bool {
+    // Cheap check before parsing: most results do not mention it at all.
+    result.get().contains("input_required")
+        && RawObject::parse(result).and_then(|r| r.get_str("resultType")).as_deref() == Some("input_required")
+}
+
+/// Adds what a modern host requires of every result (from a legacy upstream, or built by the gateway).
+fn complete_result(result: Box<RawValue>, method: &str) -> Box<RawValue> {
+    let cacheable = method == "resources/read";
+    if result.get().contains("\"resultType\"") && (!cacheable || result.get().contains("\"ttlMs\"")) {
+        return result;
+    }
+    let Some(mut obj) = RawObject::parse(&result) else {
+        return result;
+    };
+    if !obj.contains("resultType") {
+        obj.insert_str("resultType", "complete");
+    }
+    if cacheable && !obj.contains("ttlMs") {
+        obj.insert("ttlMs", &0);
+        obj.insert_str("cacheScope", "private");
+    }
+    obj.to_raw()
+}
+
+/// Translates an upstream error object's code for the host's era.
+fn translate_error(error: Box<RawValue>, modern_host: bool, method: &str) -> Box<RawValue> {
+    if method != "resources/read" {
+        return error;
+    }
+    let Some(mut obj) = RawObject::parse(&error) else {
+        return error;
+    };
+    let code = obj.get("code").map(|c| c.get().to_owned());
+    let not_found_legacy = code.as_deref() == Some("-32002");
+    if modern_host && not_found_legacy {
+        obj.insert("code", &ErrorCode::INVALID_PARAMS.0);
+        return obj.to_raw();
+    }
+    let modern_not_found =
+        code.as_deref() == Some("-32602") && obj.get_object("data").is_some_and(|d| d.contains("uri"));
+    if !modern_host && modern_not_found {
+        obj.insert("code", &ErrorCode::RESOURCE_NOT_FOUND.0);
+        return obj.to_raw();
+    }
+    error
+}
+
+fn reqwest_url(text: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(text).map_err(|e| e.to_string())
+}
+
+/// Turns an upstream's unsolicited messages into route events.
+async fn pump_upstream_events(
+    gateway: std::sync::Weak<Gateway>,
+    index: usize,
+    mut events: tokio::sync::broadcast::Receiver<LinkEvent>,
+) {
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        let Some(upstream) = gateway.upstreams.get(index) else {
+            return;
+        };
+        let routes = gateway.routes.iter().filter(|r| r.members.iter().any(|m| Arc::ptr_eq(m, upstream)));
+        match event {
+            LinkEvent::Reset => {
+                // The upstream restarted: its lists may have changed.
+                for route in routes {
+                    for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+                        let _ = route.events.send(RouteEvent::ListChanged(kind));
+                    }
+                }
+            }
+            LinkEvent::Message(message) => match &message.kind {
+                MessageKind::Notification { method, params } => {
+                    let event = if let Some(kind) = ListKind::from_notification(method) {
+                        RouteEvent::ListChanged(kind)
+                    } else if method == "notifications/resources/updated" {
+                        let params = params.as_deref().map_or("{}", RawValue::get);
+                        let uri = RawObject::parse_str(params).and_then(|p| p.get_str("uri")).unwrap_or_default();
+                        RouteEvent::ResourceUpdated { uri, params: Arc::from(params) }
+                    } else if method == "notifications/message" {
+                        RouteEvent::Log(Arc::from(message.to_bytes()))
+                    } else {
+                        continue;
+                    };
+                    for route in routes {
+                        let _ = route.events.send(event.clone());
+                    }
+                }
+                MessageKind::Request { id, method, .. } => {
+                    // Not tied to any host call: there is no host to ask.
+                    let bytes = if method == "ping" {
+                        result_bytes(Some(id), &empty_object())
+                    } else {
+                        error_bytes(
+                            Some(id),
+                            &RpcError::new(
+                                ErrorCode::METHOD_NOT_FOUND,
+                                "no host call is in flight to route this request to",
+                            ),
+                        )
+                    };
+                    let _ = upstream.client.send(bytes).await;
+                }
+                MessageKind::Response { .. } => {}
+            },
+        }
+    }
+}

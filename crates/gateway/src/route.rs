@@ -1,0 +1,329 @@
+//! Routes ("virtual servers"): which upstreams a path exposes, how their names
+//! are prefixed, and which upstream owns a resource URI.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis_transport::UpstreamClient;
+use portcullis_wire::param_header::ParamHeader;
+use tokio::sync::broadcast;
+
+use crate::config::{FailurePolicy, Naming, RouteSettings, UpstreamSettings};
+
+/// The longest tool or prompt name the spec allows.
+pub const MAX_NAME: usize = 128;
+
+/// One upstream server as the gateway runs it.
+pub struct Upstream {
+    pub settings: UpstreamSettings,
+    pub client: Arc<UpstreamClient>,
+    /// Each tool's `x-mcp-header` annotations, learned from its list results.
+    tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+}
+
+impl Upstream {
+    /// An upstream with nothing learned yet.
+    pub fn new(settings: UpstreamSettings, client: Arc<UpstreamClient>) -> Self {
+        Self { settings, client, tool_headers: RwLock::new(HashMap::new()) }
+    }
+
+    /// Records a listed tool's header annotations.
+    pub fn learn_tool_headers(&self, tool: &str, headers: Vec<ParamHeader>) {
+        let mut map = self.tool_headers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if headers.is_empty() {
+            map.remove(tool);
+        } else {
+            map.insert(tool.to_owned(), headers);
+        }
+    }
+
+    /// A tool's header annotations, if it has any.
+    pub fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
+        self.tool_headers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(tool).cloned()
+    }
+}
+
+/// Where a routed request goes.
+#[derive(Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    /// The name as the upstream knows it.
+    pub name: String,
+}
+
+/// Something a route's hosts may want to hear about.
+#[derive(Debug, Clone)]
+pub enum RouteEvent {
+    /// `notifications/{tools,prompts,resources}/list_changed` from some upstream.
+    ListChanged(ListKind),
+    /// `notifications/resources/updated` for a URI.
+    ResourceUpdated { uri: String, params: Arc<str> },
+    /// A log message from an upstream (legacy hosts only).
+    Log(Arc<[u8]>),
+}
+
+/// The four list methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// From a list method name.
+    pub fn from_method(method: &str) -> Option<Self> {
+        Some(match method {
+            "tools/list" => Self::Tools,
+            "prompts/list" => Self::Prompts,
+            "resources/list" => Self::Resources,
+            "resources/templates/list" => Self::ResourceTemplates,
+            _ => return None,
+        })
+    }
+
+    /// The list method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The result field holding the items.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// The server capability that gates it.
+    pub fn capability(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources | Self::ResourceTemplates => "resources",
+        }
+    }
+
+    /// Whether item names are prefixed on aggregating routes.
+    pub fn prefixes_names(self) -> bool {
+        matches!(self, Self::Tools | Self::Prompts)
+    }
+
+    /// The list-changed notification method.
+    pub fn notification(self) -> &'static str {
+        match self {
+            Self::Tools => "notifications/tools/list_changed",
+            Self::Prompts => "notifications/prompts/list_changed",
+            Self::Resources | Self::ResourceTemplates => "notifications/resources/list_changed",
+        }
+    }
+
+    /// The list kind a list-changed notification refers to.
+    pub fn from_notification(method: &str) -> Option<Self> {
+        Some(match method {
+            "notifications/tools/list_changed" => Self::Tools,
+            "notifications/prompts/list_changed" => Self::Prompts,
+            "notifications/resources/list_changed" => Self::Resources,
+            _ => return None,
+        })
+    }
+}
+
+/// A route: a path exposing some upstreams as one server.
+pub struct Route {
+    pub settings: RouteSettings,
+    pub members: Vec<Arc<Upstream>>,
+    pub events: broadcast::Sender<RouteEvent>,
+    resources: RwLock<ResourceIndex>,
+}
+
+/// Which upstream owns which resource URI, learned from list results.
+#[derive(Default)]
+struct ResourceIndex {
+    exact: HashMap<String, usize>,
+    templates: Vec<(UriTemplate, usize)>,
+}
+
+impl Route {
+    /// A route over resolved upstreams.
+    pub fn new(settings: RouteSettings, members: Vec<Arc<Upstream>>) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self { settings, members, events, resources: RwLock::new(ResourceIndex::default()) }
+    }
+
+    /// The route's path.
+    pub fn path(&self) -> &str {
+        &self.settings.path
+    }
+
+    /// Whether names pass through unchanged.
+    pub fn passthrough(&self) -> bool {
+        self.settings.naming == Naming::Passthrough
+    }
+
+    /// Whether a failing upstream is left out rather than failing the request.
+    pub fn skips_failures(&self) -> bool {
+        self.settings.on_upstream_failure == FailurePolicy::Skip
+    }
+
+    /// The name a host sees for an upstream's tool or prompt; `None` if it would break the name rules.
+    pub fn expose_name(&self, member: usize, name: &str) -> Option<String> {
+        if self.passthrough() {
+            return Some(name.to_owned());
+        }
+        let exposed = format!("{}{name}", self.members.get(member)?.settings.prefix);
+        (exposed.len() <= MAX_NAME).then_some(exposed)
+    }
+
+    /// The upstream and upstream-side name for a host's tool or prompt name.
+    pub fn resolve_name(&self, name: &str) -> Option<Target> {
+        if self.passthrough() {
+            return self.members.first().map(|u| Target { upstream: Arc::clone(u), name: name.to_owned() });
+        }
+        self.members.iter().find_map(|u| {
+            name.strip_prefix(u.settings.prefix.as_str())
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| Target { upstream: Arc::clone(u), name: rest.to_owned() })
+        })
+    }
+
+    /// Remembers that a member listed a resource URI or template.
+    pub fn learn_resource(&self, member: usize, uri: Option<&str>, template: Option<&str>) {
+        let mut index = self.resources.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(uri) = uri {
+            index.exact.insert(uri.to_owned(), member);
+        }
+        if let Some(t) = template
+            && !index.templates.iter().any(|(x, m)| x.source == t && *m == member)
+        {
+            index.templates.push((UriTemplate::parse(t), member));
+        }
+    }
+
+    /// The member that listed this URI (exactly, or by a matching template).
+    pub fn resource_owner(&self, uri: &str) -> Option<usize> {
+        if self.members.len() == 1 {
+            return Some(0);
+        }
+        let index = self.resources.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        index.exact.get(uri).copied().or_else(|| index.templates.iter().find(|(t, _)| t.matches(uri)).map(|(_, m)| *m))
+    }
+}
+
+/// An RFC 6570 URI template, matched loosely: literals must match, each
+/// expression matches any run of characters (a simple `{x}` none of `/?#`).
+#[derive(Debug, Clone)]
+pub struct UriTemplate {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Literal(String),
+    Simple,
+    Reserved,
+}
+
+impl UriTemplate {
+    /// Parses a template.
+    pub fn parse(source: &str) -> Self {
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                parts.push(Part::Literal(rest[open..].to_owned()));
+                rest = "";
+                break;
+            };
+            let expr = &rest[open + 1..open + close];
+            parts.push(if expr.starts_with(['+', '#', '/', '?', '&', ';', '.']) {
+                Part::Reserved
+            } else {
+                Part::Simple
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        Self { source: source.to_owned(), parts }
+    }
+
+    /// Whether a URI could have been expanded from this template.
+    pub fn matches(&self, uri: &str) -> bool {
+        matches_from(&self.parts, uri)
+    }
+}
+
+fn matches_from(parts: &[Part], uri: &str) -> bool {
+    match parts.split_first() {
+        None => uri.is_empty(),
+        Some((Part::Literal(l), rest)) => uri.strip_prefix(l.as_str()).is_some_and(|u| matches_from(rest, u)),
+        Some((expr, rest)) => {
+            let stop = |c: char| matches!(expr, Part::Simple) && matches!(c, '/' | '?' | '#');
+            let limit = uri.find(stop).unwrap_or(uri.len());
+            (1..=limit).rev().filter(|i| uri.is_char_boundary(*i)).any(|i| matches_from(rest, &uri[i..]))
+        }
+    }
+}
+
+/// An aggregated list's cursor: for each upstream still to be listed, its own cursor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor(pub Vec<(usize, Option<String>)>);
+
+impl Cursor {
+    /// Encodes opaquely for the host.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(&self.0).unwrap_or_default();
+        format!("pc1.{}", URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// Decodes a host's cursor; `None` if it is not one of ours or names no member.
+    pub fn decode(text: &str, members: usize) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text.strip_prefix("pc1.")?).ok()?;
+        let items: Vec<(usize, Option<String>)> = serde_json::from_slice(&bytes).ok()?;
+        (!items.is_empty() && items.iter().all(|(i, _)| *i < members)).then_some(Self(items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_uri_templates() {
+        let t = UriTemplate::parse("demo://tickets/{id}");
+        assert!(t.matches("demo://tickets/T-1001"));
+        assert!(!t.matches("demo://tickets/"));
+        assert!(!t.matches("demo://tickets/a/b"));
+        assert!(!t.matches("other://tickets/1"));
+        let r = UriTemplate::parse("file:///{+path}");
+        assert!(r.matches("file:///a/b/c.txt"));
+        let two = UriTemplate::parse("db://{schema}/{table}");
+        assert!(two.matches("db://public/users"));
+        assert!(!two.matches("db://public"));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_forgeries() {
+        let c = Cursor(vec![(1, Some("abc".into())), (2, None)]);
+        assert_eq!(Cursor::decode(&c.encode(), 3), Some(c.clone()));
+        assert_eq!(Cursor::decode(&c.encode(), 2), None);
+        assert_eq!(Cursor::decode("garbage", 3), None);
+        assert_eq!(Cursor::decode("pc1.!!!", 3), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! A JSON object parsed one level deep: keys in their original order, values
+//! kept as raw JSON. Used to read or rewrite one field without touching the rest.
+
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+
+/// A JSON object with raw values.
+#[derive(Debug, Clone, Default)]
+pub struct RawObject(IndexMap<String, Box<RawValue>>);
+
+impl RawObject {
+    /// Parses a raw JSON object; `None` if it is not one.
+    pub fn parse(raw: &RawValue) -> Option<Self> {
+        serde_json::from_str(raw.get()).ok().map(Self)
+    }
+
+    /// Parses from a string slice; `None` if it is not an object.
+    pub fn parse_str(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok().map(Self)
+    }
+
+    /// The raw value of a key.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.get(key).map(|b| &**b)
+    }
+
+    /// A key's value as a string, if it is one.
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    }
+
+    /// A key's value as a nested object.
+    pub fn get_object(&self, key: &str) -> Option<RawObject> {
+        self.get(key).and_then(RawObject::parse)
+    }
+
+    /// Sets a key to raw JSON, keeping its position if it exists.
+    pub fn insert_raw(&mut self, key: &str, value: Box<RawValue>) {
+        self.0.insert(key.to_owned(), value);
+    }
+
+    /// Sets a key to a serializable value.
+    pub fn insert<T: serde::Serialize>(&mut self, key: &str, value: &T) {
+        if let Ok(raw) = serde_json::value::to_raw_value(value) {
+            self.insert_raw(key, raw);
+        }
+    }
+
+    /// Sets a key to a string.
+    pub fn insert_str(&mut self, key: &str, value: &str) {
+        self.insert(key, &value);
+    }
+
+    /// Sets a key to a nested object.
+    pub fn insert_object(&mut self, key: &str, value: &RawObject) {
+        self.insert_raw(key, value.to_raw());
+    }
+
+    /// Removes a key, keeping the order of the rest.
+    pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
+        self.0.shift_remove(key)
+    }
+
+    /// Whether the key is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// Whether the object has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Iterates the keys and raw values in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// Serializes back to raw JSON.
+    pub fn to_raw(&self) -> Box<RawValue> {
+        let mut out = String::with_capacity(2 + self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+        out.push('{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&crate::envelope::json_string(k));
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+        RawValue::from_string(out).unwrap_or_else(|_| empty_object())
+    }
+}
+
+/// `{}` as raw JSON.
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_default()
+}
+
+/// Builds raw JSON from text, falling back to `null` for invalid text.
+pub fn raw(text: impl Into<String>) -> Box<RawValue> {
+    RawValue::from_string(text.into()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_one_key_and_keeps_the_rest_byte_for_byte() {
+        let input = raw(r#"{"name":"search","x-vendor":{"a": [1, 2.50]},"_meta":{"k":true}}"#);
+        let mut obj = RawObject::parse(&input).expect("object");
+        obj.insert_str("name", "demo__search");
+        assert_eq!(obj.to_raw().get(), r#"{"name":"demo__search","x-vendor":{"a": [1, 2.50]},"_meta":{"k":true}}"#);
+    }
+
+    #[test]
+    fn rejects_non_objects() {
+        assert!(RawObject::parse(&raw("[1]")).is_none());
+        assert!(RawObject::parse(&raw("3")).is_none());
+    }
+}
