@@ -23,10 +23,10 @@ use tokio::task::AbortHandle;
 use crate::error::{ErrorKind, RpcError};
 use crate::header::{self, MCP_SESSION_ID};
 use crate::jsonrpc::{Message, Request, encode_error};
-use crate::meta::RequestMeta;
+use crate::meta::{PROTOCOL_VERSION, RequestMeta};
 use crate::notifier::OUTBOX_CAPACITY;
-use crate::server::Server;
-use crate::session::{Session, Sessions};
+use crate::server::{Server, is_long_running};
+use crate::session::{InFlight, Session, Sessions};
 
 /// The MCP endpoint's path.
 pub const ENDPOINT: &str = "/mcp";
@@ -53,7 +53,11 @@ async fn post_message(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap,
     }
     let revision = header::protocol_version(&headers);
     // An unknown revision is answered the modern way (-32022, 400), which legacy clients read as 400.
-    let modern = revision.as_ref().map_or(true, |r| r.is_some_and(|r| r.is_modern()));
+    let modern = match &revision {
+        Ok(Some(revision)) => revision.is_modern(),
+        Ok(None) => false,
+        Err(_) => true,
+    };
     let message = match Message::parse(&body) {
         Ok(message) => message,
         Err(rejected) => {
@@ -87,6 +91,7 @@ async fn post_modern(endpoint: Arc<Endpoint>, headers: &HeaderMap, message: Mess
 /// 2024-11-05 … 2025-11-25: `initialize` opens a session every later message names.
 async fn post_legacy(endpoint: Arc<Endpoint>, headers: &HeaderMap, message: Message) -> Response {
     if let Message::Request(request) = &message
+        && mentions(request, PROTOCOL_VERSION)
         && RequestMeta::parse(request.params.as_deref()).is_ok_and(|m| m.protocol_version.is_some())
     {
         let e = RpcError::new(
@@ -99,7 +104,7 @@ async fn post_legacy(endpoint: Arc<Endpoint>, headers: &HeaderMap, message: Mess
         && request.method == "initialize"
     {
         let session = Arc::new(Session::new());
-        return match endpoint.server.handle(&session, request, None).await {
+        return match endpoint.server.handle(&session, request, None, None).await {
             Ok(body) => {
                 let id = endpoint.sessions.insert(session);
                 (StatusCode::OK, [(CONTENT_TYPE, "application/json".to_owned()), (MCP_SESSION_ID, id)], body)
@@ -134,10 +139,13 @@ async fn respond(
     headers: &HeaderMap,
     modern: bool,
 ) -> Response {
+    // Legacy clients cancel with `notifications/cancelled`; modern ones by closing the response.
+    let inflight = (!modern && is_long_running(&request.method)).then(|| session.track(&request.id));
     if wants_stream(&request, headers) {
-        return stream(endpoint, session, request, modern);
+        return stream(endpoint, session, request, inflight, modern);
     }
-    match endpoint.server.handle(&session, &request, None).await {
+    let cancel = inflight.as_ref().map(InFlight::token);
+    match endpoint.server.handle(&session, &request, None, cancel).await {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => error_response(Some(&request.id), &e),
     }
@@ -148,18 +156,24 @@ async fn respond(
 fn wants_stream(request: &Request, headers: &HeaderMap) -> bool {
     let asks_progress = || {
         request.method == "tools/call"
-            // Cheap pre-check before parsing `_meta` on the hot path.
-            && request.params.as_ref().is_some_and(|p| p.get().contains("progressToken"))
+            && mentions(request, "progressToken")
             && RequestMeta::parse(request.params.as_deref()).is_ok_and(|m| m.progress_token.is_some())
     };
     header::accepts_event_stream(headers) && (request.method == "subscriptions/listen" || asks_progress())
 }
 
 /// Answers as an SSE stream: request-scoped notifications, then the response, then the end.
-fn stream(endpoint: Arc<Endpoint>, session: Arc<Session>, request: Request, modern: bool) -> Response {
+fn stream(
+    endpoint: Arc<Endpoint>,
+    session: Arc<Session>,
+    request: Request,
+    inflight: Option<InFlight>,
+    modern: bool,
+) -> Response {
     let (outbox, pending) = mpsc::channel::<Vec<u8>>(OUTBOX_CAPACITY);
     let task = tokio::spawn(async move {
-        let reply = match endpoint.server.handle(&session, &request, Some(&outbox)).await {
+        let cancel = inflight.as_ref().map(InFlight::token);
+        let reply = match endpoint.server.handle(&session, &request, Some(&outbox), cancel).await {
             Ok(body) => body,
             // Cancelled: end the stream without a response.
             Err(e) if e.kind == ErrorKind::Cancelled => return,
@@ -183,6 +197,11 @@ fn stream(endpoint: Arc<Endpoint>, session: Arc<Session>, request: Request, mode
         Body::from_stream(events),
     )
         .into_response()
+}
+
+/// A cheap pre-check, so the hot path parses `_meta` only when the key may be there.
+fn mentions(request: &Request, key: &str) -> bool {
+    request.params.as_ref().is_some_and(|p| p.get().contains(key))
 }
 
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");

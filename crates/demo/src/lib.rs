@@ -4,7 +4,7 @@
 //!
 //! It speaks both eras on both transports: legacy (2024-11-05 … 2025-11-25, `initialize` and
 //! sessions) and modern (2026-07-28, stateless, revision and capabilities in each request's
-//! `_meta`, `server/discover`, `resultType`). See `README.md` beside this crate for the details a
+//! `_meta`, `server/discover`, `resultType`). See this crate's `README.md` for the details a
 //! gateway engineer cares about.
 //!
 //! Architecture invariant: only `stdio` and `http` know transports, only `http` and `header`

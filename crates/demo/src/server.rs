@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorKind, RpcError};
 use crate::jsonrpc::{Notification, Request, encode_result, parse_params};
@@ -49,8 +50,20 @@ pub struct Context<'a> {
     pub request_id: &'a RawValue,
     /// Sends the notifications the request opted in to.
     pub notifier: Notifier<'a>,
+    /// Fires when the client cancels the request (transports that cancel by dropping pass none).
+    pub cancel: Option<&'a CancellationToken>,
     /// Whether the request is a modern (2026-07-28) one.
     pub modern: bool,
+}
+
+impl Context<'_> {
+    /// Resolves once the client cancels the request; never, where the transport cancels by dropping.
+    pub async fn cancelled(&self) {
+        match self.cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// The demo MCP server; one per process, shared by every connection.
@@ -65,7 +78,8 @@ impl Server {
         Server::default()
     }
 
-    /// Handles one request and encodes its response; request-scoped notifications go to `outbox`.
+    /// Handles one request and encodes its response; request-scoped notifications go to `outbox`,
+    /// and `cancel` (registered by the transport before the request runs) ends a long call early.
     ///
     /// `Err` carries the error to answer with, except `ErrorKind::Cancelled`, which stdio answers
     /// with silence.
@@ -74,6 +88,7 @@ impl Server {
         session: &Session,
         request: &Request,
         outbox: Option<&Outbox>,
+        cancel: Option<&CancellationToken>,
     ) -> Result<Vec<u8>, RpcError> {
         let params = request.params.as_deref();
         let meta = RequestMeta::parse(params)?;
@@ -83,6 +98,7 @@ impl Server {
             session,
             request_id: &request.id,
             notifier: Notifier::new(outbox, meta.progress_token, log_level),
+            cancel,
             modern,
         };
         let reply = self.dispatch(&request.method, params, &cx).await.map_err(|e| e.in_era(modern))?;
@@ -133,6 +149,11 @@ impl Server {
             (other, _) => Err(RpcError::new(ErrorKind::MethodNotFound, format!("method not found: {other}"))),
         }
     }
+}
+
+/// Whether a method may wait (a tool call, a subscription) and so runs on its own and can be cancelled.
+pub fn is_long_running(method: &str) -> bool {
+    matches!(method, "tools/call" | "subscriptions/listen")
 }
 
 /// Whether a request is modern; a modern request must name a revision we speak and its capabilities.
@@ -215,10 +236,9 @@ async fn listen<'p>(params: Option<&'p RawValue>, cx: &Context<'_>) -> Result<Re
     }
     // The filter is required, but no notification type in it can be honoured here.
     let Listen { notifications: _requested } = parse_params(params)?;
-    let inflight = cx.session.track(cx.request_id);
     cx.notifier.acknowledge_subscription(cx.request_id).await;
     tokio::select! {
-        () = inflight.cancelled() => {}
+        () = cx.cancelled() => {}
         () = cx.session.closed() => {}
     }
     Err(RpcError::new(ErrorKind::Cancelled, "subscription ended by the client"))

@@ -19,10 +19,10 @@ pub struct Session {
     closed: CancellationToken,
 }
 
-/// A cancellable request; deregisters itself when dropped.
+/// A cancellable request, registered by its transport before it runs; deregisters itself when dropped.
 #[derive(Debug)]
-pub struct InFlight<'s> {
-    session: &'s Session,
+pub struct InFlight {
+    session: Arc<Session>,
     key: String,
     ticket: u64,
     token: CancellationToken,
@@ -45,12 +45,12 @@ impl Session {
     }
 
     /// Registers a request the client may cancel by id.
-    pub fn track(&self, id: &RawValue) -> InFlight<'_> {
+    pub fn track(self: &Arc<Session>, id: &RawValue) -> InFlight {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         let key = id.get().to_owned();
         lock(&self.inflight).insert(key.clone(), (ticket, token.clone()));
-        InFlight { session: self, key, ticket, token }
+        InFlight { session: self.clone(), key, ticket, token }
     }
 
     /// Cancels the in-flight request with this id; `false` when none is (any more).
@@ -76,20 +76,26 @@ impl Session {
         self.closed.cancel();
     }
 
+    /// Ends the session: cancels its calls and subscriptions.
+    pub fn end(&self) {
+        self.cancel_all();
+        self.close();
+    }
+
     /// Resolves once the connection is closing.
     pub async fn closed(&self) {
         self.closed.cancelled().await;
     }
 }
 
-impl InFlight<'_> {
-    /// Resolves once the client cancels this request.
-    pub async fn cancelled(&self) {
-        self.token.cancelled().await;
+impl InFlight {
+    /// Fires when the client cancels this request.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         let mut inflight = lock(&self.session.inflight);
         // A reused id may have replaced this entry; only remove our own.
@@ -99,31 +105,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// How many legacy HTTP sessions are kept; past this the oldest is ended (its client gets 404 and
+/// re-initializes, as the spec tells it to), so clients that never DELETE cannot exhaust memory.
+pub const MAX_SESSIONS: usize = 10_000;
+
 /// The legacy HTTP sessions, by `Mcp-Session-Id`.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_id: Mutex<HashMap<String, Arc<Session>>>,
+    by_id: Mutex<HashMap<String, (u64, Arc<Session>)>>,
+    next_seq: AtomicU64,
 }
 
 impl Sessions {
     /// Stores a session under a fresh random id and returns the id.
     pub fn insert(&self, session: Arc<Session>) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        lock(&self.by_id).insert(id.clone(), session);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut by_id = lock(&self.by_id);
+        if by_id.len() >= MAX_SESSIONS {
+            let oldest = by_id.iter().min_by_key(|(_, (seq, _))| *seq).map(|(id, _)| id.clone());
+            if let Some((_, evicted)) = oldest.and_then(|id| by_id.remove(&id)) {
+                evicted.end();
+            }
+        }
+        by_id.insert(id.clone(), (seq, session));
         id
     }
 
     /// The session with this id, if it exists.
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        lock(&self.by_id).get(id).cloned()
+        lock(&self.by_id).get(id).map(|(_, session)| session.clone())
     }
 
     /// Ends a session, cancelling its in-flight requests; `false` if it did not exist.
     pub fn remove(&self, id: &str) -> bool {
         let removed = lock(&self.by_id).remove(id);
-        if let Some(session) = &removed {
-            session.cancel_all();
-            session.close();
+        if let Some((_, session)) = &removed {
+            session.end();
         }
         removed.is_some()
     }
@@ -144,18 +162,18 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_wakes_the_tracked_request_and_drop_deregisters_it() {
-        let session = Session::new();
+        let session = Arc::new(Session::new());
         let id = raw("7");
         let inflight = session.track(&id);
         assert!(session.cancel(&id));
-        inflight.cancelled().await;
+        inflight.token().cancelled().await;
         drop(inflight);
         assert!(!session.cancel(&id), "a finished request is no longer cancellable");
     }
 
     #[test]
     fn dropping_an_older_request_keeps_a_newer_one_with_the_same_id() {
-        let session = Session::new();
+        let session = Arc::new(Session::new());
         let id = raw("\"dup\"");
         let older = session.track(&id);
         let newer = session.track(&id);
@@ -176,6 +194,19 @@ mod tests {
         assert!(sessions.remove(&a));
         assert!(sessions.get(&a).is_none());
         assert!(!sessions.remove(&a));
+    }
+
+    #[test]
+    fn the_oldest_session_is_ended_when_the_table_is_full() {
+        let sessions = Sessions::default();
+        let oldest = Arc::new(Session::new());
+        let oldest_id = sessions.insert(oldest.clone());
+        for _ in 0..MAX_SESSIONS {
+            sessions.insert(Arc::new(Session::new()));
+        }
+        assert!(sessions.get(&oldest_id).is_none());
+        assert!(oldest.closed.is_cancelled());
+        assert_eq!(lock(&sessions.by_id).len(), MAX_SESSIONS);
     }
 
     #[test]

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorKind;
 use crate::jsonrpc::{Message, Request, encode_error};
 use crate::notifier::{OUTBOX_CAPACITY, Outbox};
-use crate::server::Server;
+use crate::server::{Server, is_long_running};
 use crate::session::Session;
 
 /// Serves one client over `input`/`output` until `input` ends and the calls in flight have answered.
@@ -46,11 +47,15 @@ where
             }
             Ok(Message::Notification(notification)) => server.notify(&session, &notification),
             Ok(Message::Response) => {}
-            Ok(Message::Request(request)) if runs_long(&request) => {
+            Ok(Message::Request(request)) if is_long_running(&request.method) => {
+                // Registered before the task runs, so a cancellation that overtakes it still lands.
+                let inflight = session.track(&request.id);
                 let (server, session, outbox) = (server.clone(), session.clone(), outbox.clone());
-                tasks.spawn(async move { respond(&server, &session, &request, &outbox).await });
+                tasks.spawn(async move {
+                    respond(&server, &session, &request, Some(inflight.token()), &outbox).await;
+                });
             }
-            Ok(Message::Request(request)) => respond(&server, &session, &request, &outbox).await,
+            Ok(Message::Request(request)) => respond(&server, &session, &request, None, &outbox).await,
         }
     }
     // Closing stdin is how a stdio client shuts the server down: end subscriptions, but let calls
@@ -61,12 +66,14 @@ where
     writer.await.map_err(io::Error::other)?
 }
 
-fn runs_long(request: &Request) -> bool {
-    matches!(request.method.as_str(), "tools/call" | "subscriptions/listen")
-}
-
-async fn respond(server: &Server, session: &Session, request: &Request, outbox: &Outbox) {
-    let reply = match server.handle(session, request, Some(outbox)).await {
+async fn respond(
+    server: &Server,
+    session: &Session,
+    request: &Request,
+    cancel: Option<&CancellationToken>,
+    outbox: &Outbox,
+) {
+    let reply = match server.handle(session, request, Some(outbox), cancel).await {
         Ok(bytes) => bytes,
         // A cancelled request gets no response.
         Err(e) if e.kind == ErrorKind::Cancelled => return,

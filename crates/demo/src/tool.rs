@@ -218,11 +218,10 @@ async fn slow<'p>(args: SlowArgs, cx: &Context<'_>) -> Result<ToolResult<'p>, Rp
     if !(1..=100).contains(&args.steps) {
         return Err(RpcError::invalid_params("steps must be between 1 and 100"));
     }
-    let inflight = cx.session.track(cx.request_id);
     let step = Duration::from_millis(args.ms) / args.steps;
     for i in 1..=args.steps {
         tokio::select! {
-            () = inflight.cancelled() => {
+            () = cx.cancelled() => {
                 return Err(RpcError::new(ErrorKind::Cancelled, "request cancelled"));
             }
             () = tokio::time::sleep(step) => {}

@@ -209,6 +209,7 @@ async fn modern_errors_use_the_statuses_the_spec_names() {
     let (status, body) = json_of(unsupported).await;
     assert_eq!((status, body["error"]["code"].as_i64()), (400, Some(-32022)));
     assert_eq!(body["error"]["data"]["requested"], "2030-01-01");
+    assert_eq!(body["id"], 1, "errors carry the request's id");
 
     let no_meta = demo
         .post(&json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}))

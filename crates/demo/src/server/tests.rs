@@ -26,7 +26,7 @@ fn legacy(method: &str, params: Value) -> Value {
 }
 
 async fn result(server: &Server, message: Value) -> Result<Value, RpcError> {
-    let bytes = server.handle(&Session::new(), &request(&message), None).await?;
+    let bytes = server.handle(&Session::new(), &request(&message), None, None).await?;
     let response: Value = serde_json::from_slice(&bytes).expect("response is json");
     assert_eq!(response["id"], message["id"]);
     Ok(response["result"].clone())
@@ -274,13 +274,13 @@ async fn legacy_log_level_lets_tool_log_messages_through() {
     let session = Session::new();
     let (outbox, mut sent) = mpsc::channel(OUTBOX_CAPACITY);
     let draft = legacy("tools/call", call("draft_ticket", json!({ "title": "t", "body": "b", "priority": "low" })));
-    server.handle(&session, &request(&draft), Some(&outbox)).await.expect("draft");
+    server.handle(&session, &request(&draft), Some(&outbox), None).await.expect("draft");
     assert!(sent.try_recv().is_err(), "no level set, no log message");
     server
-        .handle(&session, &request(&legacy("logging/setLevel", json!({ "level": "info" }))), None)
+        .handle(&session, &request(&legacy("logging/setLevel", json!({ "level": "info" }))), None, None)
         .await
         .expect("setLevel");
-    server.handle(&session, &request(&draft), Some(&outbox)).await.expect("draft");
+    server.handle(&session, &request(&draft), Some(&outbox), None).await.expect("draft");
     let log: Value = serde_json::from_slice(&sent.try_recv().expect("log message")).expect("json");
     assert_eq!(log["method"], "notifications/message");
     assert_eq!(log["params"]["data"]["draftId"], "D-0002");
@@ -293,10 +293,10 @@ async fn modern_log_messages_follow_the_request_meta_only() {
     session.set_log_level(LogLevel::Debug);
     let (outbox, mut sent) = mpsc::channel(OUTBOX_CAPACITY);
     let mut fail = modern("tools/call", call("fail", json!({})));
-    server.handle(&session, &request(&fail), Some(&outbox)).await.expect("fail");
+    server.handle(&session, &request(&fail), Some(&outbox), None).await.expect("fail");
     assert!(sent.try_recv().is_err(), "a modern request without logLevel gets no log messages");
     fail["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = json!("error");
-    server.handle(&session, &request(&fail), Some(&outbox)).await.expect("fail");
+    server.handle(&session, &request(&fail), Some(&outbox), None).await.expect("fail");
     let log: Value = serde_json::from_slice(&sent.try_recv().expect("log message")).expect("json");
     assert_eq!(log["params"]["level"], "error");
 }
@@ -304,14 +304,26 @@ async fn modern_log_messages_follow_the_request_meta_only() {
 #[tokio::test]
 async fn cancelled_notification_stops_a_slow_call() {
     let server = Server::new();
-    let session = Session::new();
+    let session = std::sync::Arc::new(Session::new());
     let slow = request(&legacy("tools/call", call("slow", json!({ "ms": 60_000 }))));
+    let inflight = session.track(&slow.id);
     let cancel = async {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let n = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#);
         let Ok(Message::Notification(n)) = n else { panic!("notification") };
         server.notify(&session, &n);
     };
-    let (outcome, ()) = tokio::join!(server.handle(&session, &slow, None), cancel);
+    let (outcome, ()) = tokio::join!(server.handle(&session, &slow, None, Some(inflight.token())), cancel);
+    assert_eq!(outcome.map(|_| ()).map_err(|e| e.kind), Err(ErrorKind::Cancelled));
+}
+
+#[tokio::test]
+async fn cancellation_that_overtakes_the_call_still_lands() {
+    let server = Server::new();
+    let session = std::sync::Arc::new(Session::new());
+    let slow = request(&legacy("tools/call", call("slow", json!({ "ms": 60_000 }))));
+    let inflight = session.track(&slow.id);
+    assert!(session.cancel(&slow.id));
+    let outcome = server.handle(&session, &slow, None, Some(inflight.token())).await;
     assert_eq!(outcome.map(|_| ()).map_err(|e| e.kind), Err(ErrorKind::Cancelled));
 }

@@ -1,0 +1,18 @@
+//! End-to-end tests: the real `portcullis` binary between real MCP peers we did
+//! not write (server-everything, the Python `mcp` SDK's client and server) and
+//! small fixtures of ours for faults. Peers are installed by `scripts/test`
+//! into `tests/peers/` (project-local).
+
+#[path = "e2e/harness.rs"]
+mod harness;
+
+#[path = "e2e/config.rs"]
+mod config;
+#[path = "e2e/errors.rs"]
+mod errors;
+#[path = "e2e/everything.rs"]
+mod everything;
+#[path = "e2e/faults.rs"]
+mod faults;
+#[path = "e2e/hosts.rs"]
+mod hosts;
