@@ -8,6 +8,8 @@ mod harness;
 
 #[path = "e2e/config.rs"]
 mod config;
+#[path = "e2e/conformance.rs"]
+mod conformance;
 #[path = "e2e/errors.rs"]
 mod errors;
 #[path = "e2e/everything.rs"]

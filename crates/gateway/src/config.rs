@@ -68,8 +68,9 @@ pub struct RawListen {
     /// Address and port, e.g. `127.0.0.1:8080`.
     pub address: Spanned<String>,
     /// Origins allowed to call (DNS-rebinding protection); a request with another `Origin`
-    /// gets 403. Requests without `Origin` (non-browser hosts) are allowed.
-    #[serde(default)]
+    /// gets 403. `:*` matches any port (or none). Requests without `Origin` (non-browser
+    /// hosts) are allowed. Default: the loopback origins.
+    #[serde(default = "default_origins")]
     pub allowed_origins: Vec<String>,
     /// Host names the `Host` header may carry; default: the loopback names.
     #[serde(default = "default_hosts")]
@@ -148,6 +149,9 @@ fn default_message() -> usize {
 }
 fn default_hosts() -> Vec<String> {
     ["localhost", "127.0.0.1", "[::1]"].map(String::from).to_vec()
+}
+fn default_origins() -> Vec<String> {
+    ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].map(String::from).to_vec()
 }
 fn default_idle() -> Duration {
     Duration::from_secs(30 * 60)

@@ -41,6 +41,18 @@ impl Host {
     pub fn modern(&self) -> bool {
         self.version.era() == Era::Modern
     }
+
+    /// A legacy host's session log level, for modern upstreams.
+    fn log_level(&self) -> Option<String> {
+        self.session.as_ref().map(|s| s.log_level())
+    }
+}
+
+/// The response to a host request, and its error code when it is an error
+/// (the HTTP listener derives the status of a modern response from it).
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub error_code: Option<i32>,
 }
 
 /// A request on its way to one upstream.
@@ -126,6 +138,7 @@ impl Gateway {
         let gateway = Arc::new(Self { config, routes, upstreams, pipeline: Pipeline::standard() });
         for (index, upstream) in gateway.upstreams.iter().enumerate() {
             tokio::spawn(pump_upstream_events(Arc::downgrade(&gateway), index, upstream.client.link().subscribe()));
+            tokio::spawn(listen_upstream(Arc::downgrade(&gateway), index));
             // Warm up: discover each upstream's era now rather than on the first host request.
             let client = Arc::clone(&upstream.client);
             let timeout = upstream.settings.timeout;
@@ -233,17 +246,22 @@ impl Gateway {
         method: &str,
         params: Option<&RawValue>,
         related: &mpsc::Sender<Bytes>,
-    ) -> Vec<u8> {
+    ) -> Answer {
         let outcome = self.dispatch(host, method, params, related).await;
         match outcome {
             Ok(Reply::Result(r)) => {
                 let r = if host.modern() { complete_result(r, method) } else { r };
-                result_bytes(Some(id), &r)
+                Answer { bytes: result_bytes(Some(id), &r), error_code: None }
             }
-            Ok(Reply::UpstreamError(e)) => error_raw_bytes(Some(id), &translate_error(e, host.modern(), method)),
+            Ok(Reply::UpstreamError(e)) => {
+                let e = translate_error(e, host.modern(), method);
+                let code = RawObject::parse(&e).and_then(|o| o.get("code").and_then(|c| c.get().parse().ok()));
+                Answer { bytes: error_raw_bytes(Some(id), &e), error_code: code }
+            }
             Err(e) => {
                 tracing::debug!(method, reason = e.reason(), error = %e, "request failed");
-                error_bytes(Some(id), &e.to_rpc(host.modern()))
+                let rpc = e.to_rpc(host.modern());
+                Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0) }
             }
         }
     }
@@ -289,15 +307,32 @@ impl Gateway {
                 )
                 .await
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = params_object(params)?
+                    .get_str("uri")
+                    .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
+                let session = host
+                    .session
+                    .as_ref()
+                    .ok_or_else(|| GatewayError::MethodNotFound(format!("{method} (use subscriptions/listen)")))?;
+                if method == "resources/subscribe" {
+                    if session.add_subscription(&uri)
+                        && let Err(e) = self.subscribe_resource(host, &uri).await
+                    {
+                        session.remove_subscription(&uri);
+                        return Err(e);
+                    }
+                } else if session.remove_subscription(&uri) {
+                    self.unsubscribe_resource(host, &uri).await;
+                }
+                Ok(Reply::Result(empty_object()))
+            }
+            "resources/read" => {
                 let p = params_object(params)?;
                 let uri = p
                     .get_str("uri")
                     .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
                 let target = self.resource_target(host, &uri).await?;
-                if method != "resources/read" {
-                    self.track_subscription(host, method, &uri);
-                }
                 self.forward(host, &target, Forward { method, params, name: Some(&uri), param_headers: &[] }, related)
                     .await
             }
@@ -342,6 +377,12 @@ impl Gateway {
                 .await
             }
             "logging/setLevel" => {
+                let level = params_object(params)?
+                    .get_str("level")
+                    .ok_or_else(|| GatewayError::invalid("missing_level", "params.level must be a string"))?;
+                if let Some(session) = &host.session {
+                    session.set_log_level(level);
+                }
                 let infos = self.member_infos(&host.route).await;
                 let legacy_with_logging = host.route.members.iter().zip(infos).filter_map(|(u, info)| {
                     info.filter(|i| i.era() == Era::Legacy && i.has_capability("logging")).map(|_| u)
@@ -371,14 +412,68 @@ impl Gateway {
         }
     }
 
-    fn track_subscription(&self, host: &Host, method: &str, uri: &str) {
-        if let Some(session) = &host.session {
-            let mut subs = session.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if method == "resources/subscribe" {
-                subs.insert(uri.to_owned());
-            } else {
-                subs.remove(uri);
+    /// Subscribes a host to a resource's updates. The first subscriber on an upstream makes the
+    /// gateway subscribe upstream: `resources/subscribe` (legacy) or its listen stream (modern).
+    pub async fn subscribe_resource(&self, host: &Host, uri: &str) -> Result<(), GatewayError> {
+        let target = self.resource_target(host, uri).await?;
+        let upstream = &target.upstream;
+        if !upstream.retain_resource(uri) {
+            return Ok(());
+        }
+        let outcome = async {
+            let info =
+                upstream.client.info(upstream.settings.timeout).await.map_err(|e| upstream_error(upstream, e))?;
+            if info.era() == Era::Modern {
+                upstream.subscriptions_changed.notify_one();
+                return Ok(());
             }
+            self.upstream_subscription(upstream, "resources/subscribe", uri).await
+        }
+        .await;
+        if outcome.is_err() {
+            upstream.release_resource(uri);
+        }
+        outcome
+    }
+
+    /// Ends a host's subscription; the last one on an upstream ends the gateway's.
+    pub async fn unsubscribe_resource(&self, host: &Host, uri: &str) {
+        let Some(member) = host.route.resource_owner(uri) else { return };
+        let upstream = &host.route.members[member];
+        if !upstream.release_resource(uri) {
+            return;
+        }
+        match upstream.client.info(upstream.settings.timeout).await {
+            Ok(info) if info.era() == Era::Modern => upstream.subscriptions_changed.notify_one(),
+            Ok(_) => {
+                if let Err(e) = self.upstream_subscription(upstream, "resources/unsubscribe", uri).await {
+                    tracing::debug!(server = %upstream.settings.name, uri, error = %e, "unsubscribe failed");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn upstream_subscription(&self, upstream: &Upstream, method: &str, uri: &str) -> Result<(), GatewayError> {
+        let params = raw(serde_json::json!({ "uri": uri }).to_string());
+        let opts = RequestOptions {
+            timeout: upstream.settings.timeout,
+            name: None,
+            host_capabilities: None,
+            param_headers: &[],
+            log_level: None,
+        };
+        let response = upstream
+            .client
+            .request(method, Some(&params), opts, None)
+            .await
+            .map_err(|e| upstream_error(upstream, e))?;
+        match response.kind {
+            MessageKind::Response { outcome: Outcome::Result(_), .. } => Ok(()),
+            MessageKind::Response { outcome: Outcome::Error(e), .. } => {
+                Err(upstream_error(upstream, UpstreamError::Protocol(format!("{method} refused: {}", e.get()))))
+            }
+            _ => Err(upstream_error(upstream, UpstreamError::Protocol("not a response".to_owned()))),
         }
     }
 
@@ -460,6 +555,7 @@ impl Gateway {
                     name: None,
                     host_capabilities: host.capabilities.as_deref(),
                     param_headers: &[],
+                    log_level: None,
                 };
                 let params = params.to_raw();
                 let response = upstream
@@ -579,6 +675,7 @@ impl Gateway {
             .and_then(|p| p.get_object("_meta"))
             .and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned));
         let mut params: Option<Box<RawValue>> = params.map(ToOwned::to_owned);
+        let log_level = host.log_level();
         for _round in 0..MAX_INPUT_ROUNDS {
             let (tx, mut rx) = mpsc::channel::<Message>(64);
             let opts = RequestOptions {
@@ -586,6 +683,7 @@ impl Gateway {
                 name,
                 host_capabilities: host.capabilities.as_deref(),
                 param_headers,
+                log_level: log_level.as_deref(),
             };
             let response = {
                 let call = upstream.client.request(method, params.as_deref(), opts, Some(tx));
@@ -852,56 +950,142 @@ async fn pump_upstream_events(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        let Some(gateway) = gateway.upgrade() else {
-            return;
-        };
-        let Some(upstream) = gateway.upstreams.get(index) else {
-            return;
-        };
-        let routes = gateway.routes.iter().filter(|r| r.members.iter().any(|m| Arc::ptr_eq(m, upstream)));
+        let Some(gateway) = gateway.upgrade() else { return };
         match event {
             LinkEvent::Reset => {
-                // The upstream restarted: its lists may have changed.
-                for route in routes {
+                // The upstream restarted: its lists may have changed, and a modern upstream's
+                // listen stream must be opened again.
+                if let Some(upstream) = gateway.upstreams.get(index) {
+                    upstream.subscriptions_changed.notify_one();
+                }
+                for route in gateway.routes_of(index) {
                     for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
                         let _ = route.events.send(RouteEvent::ListChanged(kind));
                     }
                 }
             }
-            LinkEvent::Message(message) => match &message.kind {
-                MessageKind::Notification { method, params } => {
-                    let event = if let Some(kind) = ListKind::from_notification(method) {
-                        RouteEvent::ListChanged(kind)
-                    } else if method == "notifications/resources/updated" {
-                        let params = params.as_deref().map_or("{}", RawValue::get);
-                        let uri = RawObject::parse_str(params).and_then(|p| p.get_str("uri")).unwrap_or_default();
-                        RouteEvent::ResourceUpdated { uri, params: Arc::from(params) }
-                    } else if method == "notifications/message" {
-                        RouteEvent::Log(Arc::from(message.to_bytes()))
-                    } else {
-                        continue;
-                    };
-                    for route in routes {
-                        let _ = route.events.send(event.clone());
+            LinkEvent::Message(message) => gateway.on_upstream_message(index, message).await,
+        }
+    }
+}
+
+/// Keeps a `subscriptions/listen` stream open to a modern upstream, on behalf of every host:
+/// list changes always, and the resources hosts subscribed to. It is reopened when that set
+/// changes, when the upstream ends it, and after a failure (with backoff).
+async fn listen_upstream(gateway: std::sync::Weak<Gateway>, index: usize) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Some(upstream) = gateway.upgrade().and_then(|g| g.upstreams.get(index).cloned()) else { return };
+        let info = match upstream.client.info(upstream.settings.timeout).await {
+            Ok(info) => info,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let wants = ["tools", "prompts", "resources"].iter().any(|c| info.has_capability(c));
+        if info.era() != Era::Modern || !wants {
+            // Legacy upstreams notify on their own stream; wait for a change (e.g. a restart).
+            upstream.subscriptions_changed.notified().await;
+            continue;
+        }
+        let params = serde_json::json!({"notifications": {
+            "toolsListChanged": true,
+            "promptsListChanged": true,
+            "resourcesListChanged": true,
+            "resourceSubscriptions": upstream.subscribed_resources(),
+        }});
+        let params = raw(params.to_string());
+        let opts = RequestOptions {
+            timeout: Duration::from_secs(365 * 24 * 3600),
+            name: None,
+            host_capabilities: None,
+            param_headers: &[],
+            log_level: None,
+        };
+        let (tx, mut rx) = mpsc::channel::<Message>(64);
+        let started = std::time::Instant::now();
+        {
+            let call = upstream.client.request("subscriptions/listen", Some(&params), opts, Some(tx));
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    Some(m) = rx.recv() => match gateway.upgrade() {
+                        Some(g) => g.on_upstream_message(index, m).await,
+                        None => return,
+                    },
+                    outcome = &mut call => {
+                        if let Err(e) = outcome {
+                            tracing::debug!(server = %upstream.settings.name, error = %e, "upstream listen stream ended");
+                        }
+                        break;
                     }
+                    () = upstream.subscriptions_changed.notified() => break,
                 }
-                MessageKind::Request { id, method, .. } => {
-                    // Not tied to any host call: there is no host to ask.
-                    let bytes = if method == "ping" {
-                        result_bytes(Some(id), &empty_object())
-                    } else {
-                        error_bytes(
-                            Some(id),
-                            &RpcError::new(
-                                ErrorCode::METHOD_NOT_FOUND,
-                                "no host call is in flight to route this request to",
-                            ),
-                        )
-                    };
-                    let _ = upstream.client.send(bytes).await;
+            }
+        }
+        if started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        } else {
+            backoff = Duration::from_millis(500);
+        }
+    }
+}
+
+impl Gateway {
+    /// The routes an upstream belongs to.
+    fn routes_of(&self, index: usize) -> impl Iterator<Item = &Arc<Route>> {
+        let upstream = self.upstreams.get(index);
+        self.routes.iter().filter(move |r| upstream.is_some_and(|u| r.members.iter().any(|m| Arc::ptr_eq(m, u))))
+    }
+
+    /// Handles a message an upstream sent outside any host call.
+    async fn on_upstream_message(&self, index: usize, message: Message) {
+        let Some(upstream) = self.upstreams.get(index) else { return };
+        match &message.kind {
+            MessageKind::Notification { method, params } => {
+                let event = if let Some(kind) = ListKind::from_notification(method) {
+                    RouteEvent::ListChanged(kind)
+                } else if method == "notifications/resources/updated" {
+                    // The upstream's own subscription id means nothing to hosts.
+                    let mut p = params.as_deref().and_then(RawObject::parse).unwrap_or_default();
+                    if let Some(mut m) = p.get_object("_meta") {
+                        m.remove(meta::SUBSCRIPTION_ID);
+                        if m.is_empty() {
+                            p.remove("_meta");
+                        } else {
+                            p.insert_object("_meta", &m);
+                        }
+                    }
+                    let uri = p.get_str("uri").unwrap_or_default();
+                    RouteEvent::ResourceUpdated { uri, params: Arc::from(p.to_raw().get()) }
+                } else if method == "notifications/message" {
+                    RouteEvent::Log(Arc::from(message.to_bytes()))
+                } else {
+                    return;
+                };
+                for route in self.routes_of(index) {
+                    let _ = route.events.send(event.clone());
                 }
-                MessageKind::Response { .. } => {}
-            },
+            }
+            MessageKind::Request { id, method, .. } => {
+                // Not tied to any host call: there is no host to ask.
+                let bytes = if method == "ping" {
+                    result_bytes(Some(id), &empty_object())
+                } else {
+                    error_bytes(
+                        Some(id),
+                        &RpcError::new(
+                            ErrorCode::METHOD_NOT_FOUND,
+                            "no host call is in flight to route this request to",
+                        ),
+                    )
+                };
+                let _ = upstream.client.send(bytes).await;
+            }
+            MessageKind::Response { .. } => {}
         }
     }
 }

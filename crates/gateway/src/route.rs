@@ -2,13 +2,13 @@
 //! are prefixed, and which upstream owns a resource URI.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_transport::UpstreamClient;
 use portcullis_wire::param_header::ParamHeader;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::config::{FailurePolicy, Naming, RouteSettings, UpstreamSettings};
 
@@ -21,12 +21,54 @@ pub struct Upstream {
     pub client: Arc<UpstreamClient>,
     /// Each tool's `x-mcp-header` annotations, learned from its list results.
     tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+    /// Resource URIs hosts subscribed to on this upstream, with how many hosts did.
+    resource_subs: Mutex<HashMap<String, usize>>,
+    /// Signalled when the subscribed set changes (a modern upstream's listen stream restarts).
+    pub subscriptions_changed: Notify,
 }
 
 impl Upstream {
     /// An upstream with nothing learned yet.
     pub fn new(settings: UpstreamSettings, client: Arc<UpstreamClient>) -> Self {
-        Self { settings, client, tool_headers: RwLock::new(HashMap::new()) }
+        Self {
+            settings,
+            client,
+            tool_headers: RwLock::new(HashMap::new()),
+            resource_subs: Mutex::new(HashMap::new()),
+            subscriptions_changed: Notify::new(),
+        }
+    }
+
+    /// Counts one more host subscribed to a URI; true for the first.
+    pub fn retain_resource(&self, uri: &str) -> bool {
+        let mut subs = self.resource_subs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = subs.entry(uri.to_owned()).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// Counts one host fewer subscribed to a URI; true when it was the last.
+    pub fn release_resource(&self, uri: &str) -> bool {
+        let mut subs = self.resource_subs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match subs.get_mut(uri) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                subs.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every URI some host is subscribed to, sorted.
+    pub fn subscribed_resources(&self) -> Vec<String> {
+        let subs = self.resource_subs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut uris: Vec<String> = subs.keys().cloned().collect();
+        uris.sort();
+        uris
     }
 
     /// Records a listed tool's header annotations.

@@ -113,7 +113,9 @@ pub struct Session {
     in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
     outgoing: Mutex<HashMap<String, oneshot::Sender<Message>>>,
     next_outgoing: AtomicU64,
-    pub subscriptions: Mutex<HashSet<String>>,
+    subscriptions: Mutex<HashSet<String>>,
+    /// The level set by `logging/setLevel`, if any.
+    log_level: Mutex<Option<String>>,
     pub closed: CancellationToken,
 }
 
@@ -143,6 +145,7 @@ impl Session {
             outgoing: Mutex::new(HashMap::new()),
             next_outgoing: AtomicU64::new(1),
             subscriptions: Mutex::new(HashSet::new()),
+            log_level: Mutex::new(None),
             closed: CancellationToken::new(),
         }
     }
@@ -197,6 +200,37 @@ impl Session {
     /// Whether a GET listener is still the newest.
     pub fn is_current_listener(&self, generation: u64) -> bool {
         self.listener_generation.load(Ordering::Acquire) == generation
+    }
+
+    /// Adds a resource subscription; false if the session already had it.
+    pub fn add_subscription(&self, uri: &str) -> bool {
+        lock(&self.subscriptions).insert(uri.to_owned())
+    }
+
+    /// Removes a resource subscription; false if the session did not have it.
+    pub fn remove_subscription(&self, uri: &str) -> bool {
+        lock(&self.subscriptions).remove(uri)
+    }
+
+    /// Whether the session is subscribed to a URI.
+    pub fn is_subscribed(&self, uri: &str) -> bool {
+        lock(&self.subscriptions).contains(uri)
+    }
+
+    /// Takes every subscription (when the session ends).
+    pub fn take_subscriptions(&self) -> Vec<String> {
+        lock(&self.subscriptions).drain().collect()
+    }
+
+    /// Records the level set by `logging/setLevel`.
+    pub fn set_log_level(&self, level: String) {
+        *lock(&self.log_level) = Some(level);
+    }
+
+    /// The session's log level: as set, or `debug` (a legacy server that was never given a level
+    /// sends what it likes; a modern upstream must be told, so it is told to send everything).
+    pub fn log_level(&self) -> String {
+        lock(&self.log_level).clone().unwrap_or_else(|| "debug".to_owned())
     }
 
     /// Records the last listening-stream event a GET delivered.

@@ -66,6 +66,8 @@ pub struct RequestOptions<'a> {
     pub host_capabilities: Option<&'a RawValue>,
     /// `Mcp-Param-*` headers (suffix, value) for a modern HTTP `tools/call`.
     pub param_headers: &'a [(String, String)],
+    /// The log level a legacy host set for its session; a modern upstream gets it per request.
+    pub log_level: Option<&'a str>,
 }
 
 /// An MCP client of one upstream.
@@ -225,7 +227,7 @@ impl UpstreamClient {
                 name: opts.name,
                 param_headers: opts.param_headers,
             };
-            let build = |id: u64| shaped.build(id, &info, &self.client, opts.host_capabilities);
+            let build = |id: u64| shaped.build(id, &info, &self.client, &opts);
             match self.link.call(call, &build, related.clone()).await {
                 Err(UpstreamError::SessionLost(_)) if !retried => {
                     retried = true;
@@ -351,7 +353,7 @@ impl<'a> Shaped<'a> {
         id: u64,
         info: &UpstreamInfo,
         client: &ClientInfo,
-        host_capabilities: Option<&RawValue>,
+        opts: &RequestOptions<'_>,
     ) -> Option<Box<RawValue>> {
         let modern = info.era() == Era::Modern;
         let has_token = self.meta.as_ref().is_some_and(|m| m.contains(meta::PROGRESS_TOKEN));
@@ -367,7 +369,13 @@ impl<'a> Shaped<'a> {
         }
         if modern {
             m.insert_str(meta::PROTOCOL_VERSION, info.version.as_str());
-            match host_capabilities {
+            if let Some(level) = opts.log_level
+                && !m.contains(meta::LOG_LEVEL)
+                && info.has_capability("logging")
+            {
+                m.insert_str(meta::LOG_LEVEL, level);
+            }
+            match opts.host_capabilities {
                 Some(caps) => m.insert_raw(meta::CLIENT_CAPABILITIES, caps.to_owned()),
                 None if !m.contains(meta::CLIENT_CAPABILITIES) => {
                     m.insert_raw(meta::CLIENT_CAPABILITIES, client.capabilities.clone());

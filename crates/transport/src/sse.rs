@@ -112,9 +112,10 @@ pub fn encode(id: Option<&str>, data: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// Encodes a priming event: an id and empty data, so a client can resume from it.
-pub fn encode_priming(id: &str) -> Bytes {
-    Bytes::from(format!("id: {id}\ndata: \n\n"))
+/// Encodes a priming event: an id, the reconnection delay, and empty data, so a client
+/// can resume from it.
+pub fn encode_priming(id: &str, retry_ms: u64) -> Bytes {
+    Bytes::from(format!("id: {id}\nretry: {retry_ms}\ndata: \n\n"))
 }
 
 #[cfg(test)]

@@ -98,7 +98,8 @@ impl Gateway {
     pub fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("portcullis.toml");
-        let full = format!("[listen]\naddress = \"127.0.0.1:0\"\nallowed_origins = [\"http://localhost\"]\n\n{config}");
+        let full =
+            format!("[listen]\naddress = \"127.0.0.1:0\"\nallowed_origins = [\"http://localhost:*\"]\n\n{config}");
         std::fs::write(&path, full).expect("write config");
         let mut child = Command::new(portcullis())
             .args(["serve", "--config"])

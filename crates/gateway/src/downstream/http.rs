@@ -55,6 +55,10 @@ pub fn router(gateway: Arc<Gateway>, settings: ListenSettings) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
 
+/// Methods of the legacy era that 2026-07-28 removed; a modern request for one is a 404.
+const REMOVED_IN_MODERN: [&str; 5] =
+    ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
+
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
@@ -90,7 +94,7 @@ fn check_host_and_origin(settings: &ListenSettings, headers: &HeaderMap) -> Opti
         }
     }
     if let Some(origin) = headers.get(http::header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| settings.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        let allowed = origin.to_str().is_ok_and(|o| settings.allowed_origins.iter().any(|a| origin_matches(a, o)));
         if !allowed {
             return Some(rpc_status(
                 StatusCode::FORBIDDEN,
@@ -100,6 +104,22 @@ fn check_host_and_origin(settings: &ListenSettings, headers: &HeaderMap) -> Opti
         }
     }
     None
+}
+
+/// Whether an `Origin` matches an allowed pattern; a trailing `:*` matches any port or none.
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.strip_suffix(":*") {
+        Some(base) => {
+            let Some(rest) =
+                origin.get(..base.len()).filter(|b| b.eq_ignore_ascii_case(base)).map(|_| &origin[base.len()..])
+            else {
+                return false;
+            };
+            rest.is_empty()
+                || rest.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        }
+        None => pattern.eq_ignore_ascii_case(origin),
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -148,10 +168,11 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
         }
         return legacy(st, session, message).await;
     }
-    if message.method() == Some("initialize") {
+    let version_header = header_str(headers, header::PROTOCOL_VERSION);
+    let modern_header = version_header.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Modern);
+    if message.method() == Some("initialize") && !modern_header {
         return initialize(st, route, &message).await;
     }
-    let version_header = header_str(headers, header::PROTOCOL_VERSION);
     let body_version = message
         .params()
         .and_then(RawObject::parse)
@@ -222,7 +243,7 @@ async fn initialize(st: &HttpState, route: Arc<Route>, message: &Message) -> Res
     let version = ProtocolVersion::negotiate_legacy(&requested);
     let capabilities = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
     let session = st.sessions.create(Arc::clone(&route), version, capabilities);
-    tokio::spawn(feed_session(Arc::clone(&session)));
+    tokio::spawn(feed_session(Arc::clone(&st.gateway), Arc::clone(&session)));
     let result = st.gateway.initialize_result(&route, version).await;
     let mut resp = json(StatusCode::OK, result_bytes(Some(id), &result));
     if let Ok(v) = HeaderValue::from_str(&session.id) {
@@ -256,7 +277,7 @@ async fn batch(
             Err(e) => responses.push(error_bytes(e.id(), &e.to_rpc_error())),
             Ok(m) => match &m.kind {
                 MessageKind::Request { id, method, params } => {
-                    responses.push(st.gateway.request(&host, id, method, params.as_deref(), &tx).await);
+                    responses.push(st.gateway.request(&host, id, method, params.as_deref(), &tx).await.bytes);
                 }
                 MessageKind::Notification { method, params } => {
                     st.gateway.notification(&host, method, params.as_deref()).await
@@ -332,8 +353,8 @@ async fn legacy(st: &HttpState, session: Arc<Session>, message: Message) -> Resp
         while let Ok(b) = rel_rx.try_recv() {
             let _ = out_tx.send(Out::Related(b)).await;
         }
-        if let Some(bytes) = final_bytes {
-            let _ = out_tx.send(Out::Final(bytes)).await;
+        if let Some(answer) = final_bytes {
+            let _ = out_tx.send(Out::Final(answer.bytes)).await;
         }
         call_session.end_call(&id);
     });
@@ -371,7 +392,7 @@ fn log_stream(
     priming: bool,
     listener: Option<(Arc<Session>, u64)>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    let first = priming.then(|| portcullis_transport::sse::encode_priming(&format!("{stream_id}-0")));
+    let first = priming.then(|| portcullis_transport::sse::encode_priming(&format!("{stream_id}-0"), 1000));
     let start = stream::iter(first.map(Ok::<Bytes, std::convert::Infallible>));
     let rest = stream::unfold((log, from, listener), move |(log, next, listener)| async move {
         if let Some((session, generation)) = &listener
@@ -432,6 +453,17 @@ async fn modern(
             );
         }
     };
+    if REMOVED_IN_MODERN.contains(&method.as_str()) {
+        return rpc_status(
+            StatusCode::NOT_FOUND,
+            Some(&id),
+            &RpcError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("method not found: {method} does not exist in 2026-07-28"),
+            )
+            .with_reason("method_not_found"),
+        );
+    }
     let mismatch = |why: String| {
         rpc_status(
             StatusCode::BAD_REQUEST,
@@ -507,7 +539,7 @@ async fn modern(
             return invalid_meta(&id, "params.notifications must be an object");
         };
         let (tx, rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(run_subscription(id, filter, route.events.subscribe(), tx));
+        tokio::spawn(run_subscription(Arc::clone(&st.gateway), host, id, filter, tx));
         return sse(channel_stream(rx));
     }
     let (rel_tx, mut rel_rx) = mpsc::channel::<Bytes>(64);
@@ -517,7 +549,7 @@ async fn modern(
     let first = tokio::select! {
         biased;
         Some(b) = rel_rx.recv() => b,
-        r = &mut call => return json(StatusCode::OK, r),
+        r = &mut call => return json(modern_status(r.error_code), r.bytes),
     };
     // Something comes before the response: stream it. Closing the stream cancels the call.
     let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -534,7 +566,7 @@ async fn modern(
                     while let Ok(b) = rel_rx.try_recv() {
                         let _ = tx.send(b).await;
                     }
-                    let _ = tx.send(Bytes::from(r)).await;
+                    let _ = tx.send(Bytes::from(r.bytes)).await;
                     return;
                 }
             }
@@ -580,6 +612,17 @@ fn check_param_headers(headers: &HeaderMap, route: &Route, params: &RawObject) -
         }
     }
     Ok(())
+}
+
+/// The HTTP status 2026-07-28 gives a JSON response with this error code.
+fn modern_status(code: Option<i32>) -> StatusCode {
+    match code.map(ErrorCode) {
+        Some(ErrorCode::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        Some(
+            ErrorCode::HEADER_MISMATCH | ErrorCode::MISSING_CLIENT_CAPABILITY | ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
 }
 
 fn invalid_meta(id: &RequestId, why: &str) -> Response {
@@ -683,4 +726,26 @@ fn empty(status: StatusCode) -> Response {
 /// Serves the listener until `stop` is cancelled.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) -> std::io::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_patterns_match_ports_only_where_asked() {
+        assert!(origin_matches("http://localhost:*", "http://localhost:3000"));
+        assert!(origin_matches("http://localhost:*", "http://localhost"));
+        assert!(!origin_matches("http://localhost:*", "http://localhost.evil.example"));
+        assert!(!origin_matches("http://localhost:*", "http://localhost:80x"));
+        assert!(origin_matches("https://app.example", "https://APP.example"));
+        assert!(!origin_matches("https://app.example", "https://app.example:444"));
+    }
+
+    #[test]
+    fn host_ports_are_stripped() {
+        assert_eq!(strip_port("localhost:8080"), "localhost");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("example"), "example");
+    }
 }

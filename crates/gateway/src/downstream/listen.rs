@@ -11,32 +11,41 @@ use portcullis_wire::{RawObject, RequestId, meta};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::gateway::{Gateway, Host};
 use crate::route::{ListKind, RouteEvent};
 use crate::session::Session;
 
-/// Feeds a legacy session's listening stream until the session closes.
-pub async fn feed_session(session: Arc<Session>) {
+/// Feeds a legacy session's listening stream until the session closes, then ends
+/// the session's resource subscriptions.
+pub async fn feed_session(gateway: Arc<Gateway>, session: Arc<Session>) {
     let mut events = session.route.events.subscribe();
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            () = session.closed.cancelled() => return,
+            () = session.closed.cancelled() => break,
         };
         let bytes = match event {
             Ok(RouteEvent::ListChanged(kind)) => notification_bytes(kind.notification(), None),
             Ok(RouteEvent::ResourceUpdated { uri, params }) => {
-                let subscribed =
-                    session.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&uri);
-                if !subscribed {
+                if !session.is_subscribed(&uri) {
                     continue;
                 }
                 notification_bytes("notifications/resources/updated", Some(&raw(params.to_string())))
             }
             Ok(RouteEvent::Log(bytes)) => bytes.to_vec(),
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Closed) => break,
         };
         session.push_listen(Bytes::from(bytes));
+    }
+    let host = Host {
+        route: Arc::clone(&session.route),
+        version: session.version,
+        session: Some(Arc::clone(&session)),
+        capabilities: None,
+    };
+    for uri in session.take_subscriptions() {
+        gateway.unsubscribe_resource(&host, &uri).await;
     }
 }
 
@@ -96,12 +105,36 @@ impl Filter {
 }
 
 /// Runs a `subscriptions/listen` stream: the acknowledgement, then matching notifications,
-/// each carrying the listen request's id; ends when the host goes away.
+/// each carrying the listen request's id; ends when the host goes away. Resource
+/// subscriptions are held upstream for as long as the stream lives.
 pub async fn run_subscription(
+    gateway: Arc<Gateway>,
+    host: Host,
     id: RequestId,
     filter: Filter,
-    mut events: broadcast::Receiver<RouteEvent>,
     out: mpsc::Sender<Bytes>,
+) {
+    let mut events = host.route.events.subscribe();
+    let mut held = Vec::new();
+    for uri in &filter.uris {
+        match gateway.subscribe_resource(&host, uri).await {
+            Ok(()) => held.push(uri.clone()),
+            Err(e) => tracing::debug!(uri, error = %e, "resource subscription not honoured"),
+        }
+    }
+    let mut filter = filter;
+    filter.uris.retain(|u| held.contains(u));
+    stream_subscription(&id, &filter, &mut events, &out).await;
+    for uri in held {
+        gateway.unsubscribe_resource(&host, &uri).await;
+    }
+}
+
+async fn stream_subscription(
+    id: &RequestId,
+    filter: &Filter,
+    events: &mut broadcast::Receiver<RouteEvent>,
+    out: &mpsc::Sender<Bytes>,
 ) {
     let sub_meta = |extra: &mut RawObject| {
         let mut m = RawObject::default();

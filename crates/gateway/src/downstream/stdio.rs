@@ -157,7 +157,7 @@ impl Connection {
             };
             let token = self.track(&id);
             let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-            tokio::spawn(run_subscription(id.clone(), filter, self.route.events.subscribe(), tx));
+            tokio::spawn(run_subscription(Arc::clone(&self.gateway), host, id.clone(), filter, tx));
             let out = self.out.clone();
             tokio::spawn(async move {
                 loop {
@@ -189,7 +189,7 @@ impl Connection {
                         while let Ok(b) = rel_rx.try_recv() {
                             let _ = out.send(b).await;
                         }
-                        let _ = out.send(Bytes::from(r)).await;
+                        let _ = out.send(Bytes::from(r.bytes)).await;
                         break;
                     }
                 }
@@ -219,7 +219,7 @@ impl Connection {
         let caps = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
         let session = Session::standalone(Arc::clone(&self.route), version, caps);
         *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&session));
-        tokio::spawn(feed_session(Arc::clone(&session)));
+        tokio::spawn(feed_session(Arc::clone(&self.gateway), Arc::clone(&session)));
         // The listening stream of a stdio session is stdout itself.
         if let Some(log) = session.stream(LISTEN_STREAM) {
             let out = self.out.clone();
