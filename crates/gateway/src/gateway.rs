@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, UpstreamTransport};
 use crate::error::GatewayError;
+use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
 use crate::pipeline::{CallContext, Pipeline};
 use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, Upstream};
 use crate::session::Session;
@@ -77,6 +78,7 @@ pub struct Gateway {
     pub routes: Vec<Arc<Route>>,
     upstreams: Vec<Arc<Upstream>>,
     pipeline: Pipeline,
+    parked: ParkedCalls,
 }
 
 /// The capabilities the gateway declares to upstreams as their client.
@@ -135,7 +137,24 @@ impl Gateway {
                 Arc::new(Route::new(r.clone(), members))
             })
             .collect();
-        let gateway = Arc::new(Self { config, routes, upstreams, pipeline: Pipeline::standard() });
+        let gateway = Arc::new(Self {
+            config,
+            routes,
+            upstreams,
+            pipeline: Pipeline::standard(),
+            parked: ParkedCalls::default(),
+        });
+        let sweeper = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(g) = sweeper.upgrade() else { return };
+                let expired = g.parked.expire(std::time::Instant::now());
+                if expired > 0 {
+                    tracing::debug!(expired, "parked calls expired");
+                }
+            }
+        });
         for (index, upstream) in gateway.upstreams.iter().enumerate() {
             tokio::spawn(pump_upstream_events(Arc::downgrade(&gateway), index, upstream.client.link().subscribe()));
             tokio::spawn(listen_upstream(Arc::downgrade(&gateway), index));
@@ -290,6 +309,9 @@ impl Gateway {
                 self.pipeline.run(&mut call)?;
                 let target =
                     call.target.ok_or_else(|| GatewayError::Internal("pipeline left the call unrouted".to_owned()))?;
+                if let Some(binding) = self.parked_binding(host, method, &target.name, &p) {
+                    return self.resume(host, binding, &p, related).await;
+                }
                 let headers = param_headers(&target, &p);
                 let mut rewritten = p;
                 rewritten.insert_str("name", &target.name);
@@ -333,6 +355,9 @@ impl Gateway {
                     .get_str("uri")
                     .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
                 let target = self.resource_target(host, &uri).await?;
+                if let Some(binding) = self.parked_binding(host, method, &uri, &p) {
+                    return self.resume(host, binding, &p, related).await;
+                }
                 self.forward(host, &target, Forward { method, params, name: Some(&uri), param_headers: &[] }, related)
                     .await
             }
@@ -670,40 +695,19 @@ impl Gateway {
     ) -> Result<Reply, GatewayError> {
         let Forward { method, params, name, param_headers } = request;
         let upstream = &target.upstream;
-        let host_token = params
-            .and_then(RawObject::parse)
-            .and_then(|p| p.get_object("_meta"))
-            .and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned));
+        let host_token = progress_token(params);
+        let binding =
+            Binding { route: host.route.path().to_owned(), method: method.to_owned(), name: name.map(str::to_owned) };
         let mut params: Option<Box<RawValue>> = params.map(ToOwned::to_owned);
-        let log_level = host.log_level();
         for _round in 0..MAX_INPUT_ROUNDS {
-            let (tx, mut rx) = mpsc::channel::<Message>(64);
-            let opts = RequestOptions {
-                timeout: upstream.settings.timeout,
-                name,
-                host_capabilities: host.capabilities.as_deref(),
-                param_headers,
-                log_level: log_level.as_deref(),
+            let (tx, rx) = mpsc::channel::<Message>(64);
+            let call = start_call(host, upstream, method, params.clone(), name, param_headers, tx);
+            let scope = Scope { host, upstream, host_token: host_token.as_deref(), related, binding: &binding };
+            let response = match self.drive(&scope, call, rx).await? {
+                Driven::Response(r) => r,
+                Driven::Parked(reply) => return Ok(reply),
             };
-            let response = {
-                let call = upstream.client.request(method, params.as_deref(), opts, Some(tx));
-                tokio::pin!(call);
-                loop {
-                    tokio::select! {
-                        biased;
-                        Some(m) = rx.recv() => self.relay(host, upstream, m, host_token.as_deref(), related).await,
-                        r = &mut call => break r,
-                    }
-                }
-            };
-            let response = response.map_err(|e| upstream_error(upstream, e))?;
-            let outcome = match response.kind {
-                MessageKind::Response { outcome, .. } => outcome,
-                _ => {
-                    return Err(upstream_error(upstream, UpstreamError::Protocol("not a response".to_owned())));
-                }
-            };
-            match outcome {
+            match response {
                 Outcome::Error(e) => return Ok(Reply::UpstreamError(e)),
                 Outcome::Result(r) => {
                     if host.modern() || !is_input_required(&r) {
@@ -717,6 +721,126 @@ impl Gateway {
             upstream,
             UpstreamError::Protocol(format!("still asking for input after {MAX_INPUT_ROUNDS} rounds")),
         ))
+    }
+
+    /// Runs an upstream call to its end, relaying related messages to the host. When a
+    /// modern host must be asked for input, the call is parked instead and the host gets
+    /// an `input_required` result.
+    async fn drive(
+        &self,
+        scope: &Scope<'_>,
+        mut call: CallFuture,
+        mut rx: mpsc::Receiver<Message>,
+    ) -> Result<Driven, GatewayError> {
+        let Scope { host, upstream, host_token, related, binding } = *scope;
+        loop {
+            let mut question = None;
+            tokio::select! {
+                biased;
+                Some(m) = rx.recv() => {
+                    if host.modern() && is_input_request(&m) {
+                        question = Some(m);
+                    } else {
+                        self.relay(host, upstream, m, host_token, related).await;
+                    }
+                }
+                r = &mut call => {
+                    let response = r.map_err(|e| upstream_error(upstream, e))?;
+                    return match response.kind {
+                        MessageKind::Response { outcome, .. } => Ok(Driven::Response(outcome)),
+                        _ => Err(upstream_error(upstream, UpstreamError::Protocol("not a response".to_owned()))),
+                    };
+                }
+            }
+            let Some(first) = question else { continue };
+            let mut questions = Vec::new();
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                if let MessageKind::Request { id, method, params } = m.kind {
+                    let declared = capability_for(&method).is_some_and(|c| host_declares(host, c));
+                    if declared {
+                        let key = format!("{}-{}", method.replace('/', "-"), questions.len() + 1);
+                        questions.push(Question { key, upstream_id: id, method, params });
+                    } else {
+                        let why = format!("the host did not declare the capability {method} needs");
+                        let _ = upstream
+                            .client
+                            .send(error_bytes(Some(&id), &RpcError::new(ErrorCode::METHOD_NOT_FOUND, why)))
+                            .await;
+                    }
+                }
+                // Collect every question the upstream asked at once.
+                next = rx.try_recv().ok().filter(is_input_request);
+            }
+            if questions.is_empty() {
+                continue;
+            }
+            let reply = input_required(&questions);
+            let token = self.parked.park(Parked {
+                binding: binding.clone(),
+                upstream: Arc::clone(upstream),
+                call,
+                related: rx,
+                questions,
+                deadline: std::time::Instant::now() + upstream.settings.timeout,
+            });
+            return Ok(Driven::Parked(Reply::Result(with_request_state(reply, &token))));
+        }
+    }
+
+    /// The binding a modern host's retry claims, when it carries one of the gateway's tokens.
+    fn parked_binding(&self, host: &Host, method: &str, name: &str, p: &RawObject) -> Option<Binding> {
+        let ours = host.modern() && p.get_str("requestState").is_some_and(|s| s.starts_with(STATE_PREFIX));
+        ours.then(|| Binding {
+            route: host.route.path().to_owned(),
+            method: method.to_owned(),
+            name: Some(name.to_owned()),
+        })
+    }
+
+    /// A modern host's retry of a parked call: the answers go to the upstream's waiting
+    /// requests and the call goes on.
+    async fn resume(
+        &self,
+        host: &Host,
+        binding: Binding,
+        p: &RawObject,
+        related: &mpsc::Sender<Bytes>,
+    ) -> Result<Reply, GatewayError> {
+        let token = p.get_str("requestState").unwrap_or_default();
+        let invalid =
+            || GatewayError::invalid("invalid_request_state", "requestState is unknown, expired or already used");
+        let parked = self.parked.take(&token).ok_or_else(invalid)?;
+        if parked.binding != binding {
+            // Dropping the parked call cancels it upstream: a state replayed elsewhere ends it.
+            return Err(invalid());
+        }
+        let answers = p.get_object("inputResponses").unwrap_or_default();
+        let upstream = Arc::clone(&parked.upstream);
+        let mut missing = Vec::new();
+        for q in parked.questions {
+            match answers.get(&q.key) {
+                Some(answer) => {
+                    let _ = upstream.client.send(result_bytes(Some(&q.upstream_id), answer)).await;
+                }
+                None => missing.push(q),
+            }
+        }
+        if !missing.is_empty() {
+            // Ask again for what is still unanswered.
+            let reply = input_required(&missing);
+            let token = self
+                .parked
+                .park(Parked { questions: missing, ..parked_rest(parked.call, parked.related, binding, upstream) });
+            return Ok(Reply::Result(with_request_state(reply, &token)));
+        }
+        let host_token = p.get_object("_meta").and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned));
+        let scope = Scope { host, upstream: &upstream, host_token: host_token.as_deref(), related, binding: &binding };
+        match self.drive(&scope, parked.call, parked.related).await? {
+            Driven::Response(Outcome::Result(r)) => Ok(Reply::Result(r)),
+            Driven::Response(Outcome::Error(e)) => Ok(Reply::UpstreamError(e)),
+            Driven::Parked(reply) => Ok(reply),
+        }
     }
 
     /// Turns an `input_required` result into server-to-client requests on a legacy host's
@@ -855,6 +979,102 @@ impl Gateway {
             _ => tracing::debug!(method, "host notification ignored"),
         }
     }
+}
+
+/// What one upstream call is about: who asked, where it goes, where related messages go.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    host: &'a Host,
+    upstream: &'a Arc<Upstream>,
+    /// The host's own progress token, put back on relayed progress.
+    host_token: Option<&'a RawValue>,
+    related: &'a mpsc::Sender<Bytes>,
+    binding: &'a Binding,
+}
+
+/// How far a call got: its response, or parked waiting for the host's input.
+enum Driven {
+    Response(Outcome),
+    Parked(Reply),
+}
+
+/// Starts an upstream call as an owned future (it may be parked beyond this request).
+fn start_call(
+    host: &Host,
+    upstream: &Arc<Upstream>,
+    method: &str,
+    params: Option<Box<RawValue>>,
+    name: Option<&str>,
+    param_headers: &[(String, String)],
+    related: mpsc::Sender<Message>,
+) -> CallFuture {
+    let client = Arc::clone(&upstream.client);
+    let timeout = upstream.settings.timeout;
+    let method = method.to_owned();
+    let name = name.map(str::to_owned);
+    let param_headers = param_headers.to_vec();
+    let host_capabilities = host.capabilities.clone();
+    let log_level = host.log_level();
+    Box::pin(async move {
+        let opts = RequestOptions {
+            timeout,
+            name: name.as_deref(),
+            host_capabilities: host_capabilities.as_deref(),
+            param_headers: &param_headers,
+            log_level: log_level.as_deref(),
+        };
+        client.request(&method, params.as_deref(), opts, Some(related)).await
+    })
+}
+
+fn parked_rest(
+    call: CallFuture,
+    related: mpsc::Receiver<Message>,
+    binding: Binding,
+    upstream: Arc<Upstream>,
+) -> Parked {
+    let deadline = std::time::Instant::now() + upstream.settings.timeout;
+    Parked { binding, upstream, call, related, questions: Vec::new(), deadline }
+}
+
+/// The progress token a request's `_meta` carries.
+fn progress_token(params: Option<&RawValue>) -> Option<Box<RawValue>> {
+    params
+        .and_then(RawObject::parse)
+        .and_then(|p| p.get_object("_meta"))
+        .and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned))
+}
+
+/// Whether a message from the upstream asks the client for input.
+fn is_input_request(m: &Message) -> bool {
+    matches!(&m.kind, MessageKind::Request { method, .. } if capability_for(method).is_some())
+}
+
+/// Whether a modern host declared a capability on this request.
+fn host_declares(host: &Host, capability: &str) -> bool {
+    host.capabilities.as_deref().and_then(RawObject::parse).is_some_and(|c| c.contains(capability))
+}
+
+/// An `input_required` result asking the host the parked questions.
+fn input_required(questions: &[Question]) -> RawObject {
+    let mut requests = RawObject::default();
+    for q in questions {
+        let mut r = RawObject::default();
+        r.insert_str("method", &q.method);
+        if let Some(p) = &q.params {
+            r.insert_raw("params", p.clone());
+        }
+        requests.insert_object(&q.key, &r);
+    }
+    let mut result = RawObject::default();
+    result.insert_str("resultType", "input_required");
+    result.insert_object("inputRequests", &requests);
+    result
+}
+
+fn with_request_state(mut result: RawObject, token: &str) -> Box<RawValue> {
+    result.insert_str("requestState", token);
+    result.to_raw()
 }
 
 /// A tool's `x-mcp-header` annotations (cheap when it has none).

@@ -5,6 +5,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod gateway;
+pub mod parked;
 pub mod pipeline;
 pub mod route;
 pub mod session;

@@ -100,6 +100,30 @@ fn progress_elicitation_and_sampling_reach_a_legacy_host() {
     assert!(r[2].to_string().contains("a protocol"), "the host's sampling answer reached the upstream: {}", r[2]);
 }
 
+/// A legacy upstream asks for input mid-call; a modern host can only be asked through
+/// `input_required`: the gateway parks the upstream call until the host's retry answers.
+#[test]
+fn elicitation_and_sampling_reach_a_modern_host_through_input_required() {
+    let gw = aggregated();
+    let steps = json!([
+        {"op": "call_tool", "name": "everything__trigger-long-running-operation", "args": {"duration": 0.4, "steps": 2}, "progress": true},
+        {"op": "call_tool", "name": "everything__trigger-elicitation-request", "args": {}},
+        {"op": "call_tool", "name": "everything__trigger-sampling-request", "args": {"prompt": "What is MCP?"}},
+    ]);
+    let out = host(
+        &gw.url("/mcp"),
+        "2026-07-28",
+        steps,
+        &["--elicit", r#"{"name":"Grace","check":true,"email":"grace@example.com"}"#, "--sample-text", "a wire protocol"],
+    );
+    let r = &out["results"];
+    assert_eq!(r[0]["progress"].as_array().map(Vec::len), Some(2), "{}", r[0]);
+    assert!(r[1].to_string().contains("Grace"), "the modern host's answer reached the legacy upstream: {}", r[1]);
+    assert_eq!(out["elicitations"].as_array().map(Vec::len), Some(1), "{}", out["elicitations"]);
+    assert!(r[2].to_string().contains("a wire protocol"), "{}", r[2]);
+    assert_eq!(out["samplings"].as_array().map(Vec::len), Some(1), "{}", out["samplings"]);
+}
+
 #[test]
 fn everything_over_streamable_http_serves_both_eras() {
     let (_everything, url) = everything_http();
