@@ -18,3 +18,5 @@ mod everything;
 mod faults;
 #[path = "e2e/hosts.rs"]
 mod hosts;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;

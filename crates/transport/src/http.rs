@@ -161,6 +161,11 @@ impl HttpLink {
             return self.read_sse(resp, id, opts, related).await;
         }
         let body = read_limited(resp, self.cfg.max_message_bytes).await?;
+        if status == StatusCode::BAD_REQUEST && had_session && mentions_session(&body) {
+            // Some servers (the TypeScript SDK's) answer an unknown session with 400, not 404.
+            self.reset_session();
+            return Err(UpstreamError::SessionLost("upstream refused the session".to_owned()));
+        }
         // A JSON-RPC error body (e.g. a modern 400 with -32022) is the upstream's answer.
         match Message::parse(&body) {
             Ok(m @ Message { kind: MessageKind::Response { .. }, .. }) => {
@@ -430,6 +435,12 @@ impl Drop for CancelOnDrop<'_> {
             });
         }
     }
+}
+
+/// Whether an error body blames the session (for servers that answer 400 instead of 404).
+fn mentions_session(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).to_ascii_lowercase();
+    text.contains("session")
 }
 
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {

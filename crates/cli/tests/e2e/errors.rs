@@ -134,7 +134,11 @@ async fn unknown_tools_and_bad_params_are_invalid_params() {
 async fn a_forged_request_state_is_refused() {
     let gw = gateway();
     let url = gw.url("/mcp");
-    let call = modern(1, "tools/call", json!({"name":"a__echo","arguments":{"text":"x"},"requestState":"portcullis.parked.0123456789abcdef","inputResponses":{}}));
+    let call = modern(
+        1,
+        "tools/call",
+        json!({"name":"a__echo","arguments":{"text":"x"},"requestState":"portcullis.parked.0123456789abcdef","inputResponses":{}}),
+    );
     let r = post(&url, &modern_headers("tools/call", Some("a__echo")), &call).await;
     assert_eq!((r.code(), r.reason().as_str()), (-32602, "invalid_request_state"), "{}", r.body);
 }

@@ -114,7 +114,12 @@ fn elicitation_and_sampling_reach_a_modern_host_through_input_required() {
         &gw.url("/mcp"),
         "2026-07-28",
         steps,
-        &["--elicit", r#"{"name":"Grace","check":true,"email":"grace@example.com"}"#, "--sample-text", "a wire protocol"],
+        &[
+            "--elicit",
+            r#"{"name":"Grace","check":true,"email":"grace@example.com"}"#,
+            "--sample-text",
+            "a wire protocol",
+        ],
     );
     let r = &out["results"];
     assert_eq!(r[0]["progress"].as_array().map(Vec::len), Some(2), "{}", r[0]);

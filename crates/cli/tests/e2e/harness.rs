@@ -136,6 +136,19 @@ impl Gateway {
         Self { _proc: proc, _dir: dir, base, log }
     }
 
+    /// Sends SIGTERM and waits (up to 10 s) for the gateway to exit.
+    pub fn terminate(&self) {
+        let pid = self._proc.0.id();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let start = Instant::now();
+        while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| s.contains("State:\tZ"))
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "gateway did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The URL of a route.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
