@@ -79,7 +79,12 @@ fn check_round_trip(message: &Message) {
             String::from_utf8_lossy(&bytes)
         ),
     };
-    assert_eq!(shape(message), shape(&again), "round trip changed the message; bytes: {}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        shape(message),
+        shape(&again),
+        "round trip changed the message; bytes: {}",
+        String::from_utf8_lossy(&bytes)
+    );
     // And serialization is a fixed point after one trip.
     assert_eq!(bytes, again.to_bytes());
 }

@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
             encoded.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b)),
             "encoded value has bytes a header may not carry: {encoded:?}"
         );
-        assert!(!encoded.starts_with([' ', '\t']) && !encoded.ends_with([' ', '\t']), "encoded value is padded: {encoded:?}");
+        assert!(
+            !encoded.starts_with([' ', '\t']) && !encoded.ends_with([' ', '\t']),
+            "encoded value is padded: {encoded:?}"
+        );
         assert_eq!(decode_value(encoded.as_bytes()).as_deref(), Some(text), "encoded as {encoded:?}");
     }
 });

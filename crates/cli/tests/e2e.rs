@@ -20,3 +20,5 @@ mod faults;
 mod hosts;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/routing.rs"]
+mod routing;

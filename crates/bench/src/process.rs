@@ -1,0 +1,159 @@
+//! The peers under test as child processes (the demo upstream and the gateway), and what `/proc`
+//! tells about them: resident memory and CPU time.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// How long a peer may take to print its address.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// A running peer, killed when dropped.
+#[derive(Debug)]
+pub struct Peer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Kept alive for the gateway's lifetime (its config file lives here).
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Peer {
+    /// Starts `portcullis demo --http 127.0.0.1:0` (the direct baseline's upstream).
+    pub fn demo_http(exe: &Path) -> anyhow::Result<Peer> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["demo", "--http", "127.0.0.1:0"]);
+        let (child, addr) = spawn(cmd, "listening on http://")?;
+        Ok(Peer { child, addr, _dir: None })
+    }
+
+    /// Starts `portcullis serve` with this configuration text (its `[listen]` is overridden to a free port).
+    pub fn gateway(exe: &Path, config: &str) -> anyhow::Result<Peer> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
+        let (child, addr) = spawn(cmd, "portcullis listening on http://")?;
+        Ok(Peer { child, addr, _dir: Some(dir) })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns a peer with logs quiet and waits for the line announcing its address.
+fn spawn(mut cmd: Command, prefix: &'static str) -> anyhow::Result<(Child, SocketAddr)> {
+    // Per-request logging would be measured as gateway cost; keep only warnings.
+    cmd.env("PORTCULLIS_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
+    let Some(stderr) = child.stderr.take() else { bail!("no stderr pipe for {cmd:?}") };
+    let (tx, rx) = mpsc::channel();
+    // The reader keeps draining stderr after the address so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(tx) = tx.as_ref() {
+                if let Some(rest) = line.find(prefix).map(|i| &line[i + prefix.len()..]) {
+                    let addr = rest.trim().trim_end_matches("/mcp").to_owned();
+                    let _ = tx.send(Ok(addr));
+                    tx.take();
+                } else {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+            } else if line.contains("ERROR") {
+                eprintln!("peer: {line}");
+            }
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(Err(seen));
+        }
+    });
+    match rx.recv_timeout(START_LIMIT) {
+        Ok(Ok(addr)) => {
+            let addr = addr.parse().with_context(|| format!("peer printed a bad address: {addr}"))?;
+            Ok((child, addr))
+        }
+        Ok(Err(log)) => {
+            let _ = child.kill();
+            bail!("{cmd:?} exited before listening:\n{log}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!("{cmd:?} did not print its address within {START_LIMIT:?}")
+        }
+    }
+}
+
+/// The `portcullis` binary: `--portcullis`, else `PORTCULLIS_BIN`, else beside this executable.
+pub fn locate_portcullis(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match explicit.or_else(|| std::env::var_os("PORTCULLIS_BIN").map(PathBuf::from)) {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("portcullis"),
+    };
+    if !path.is_file() {
+        bail!("{} not found: build it with `cargo build --release -p portcullis` or pass --portcullis", path.display());
+    }
+    Ok(path)
+}
+
+/// Resident memory now (`VmRSS`), KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// Peak resident memory (`VmHWM`), KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmHWM:")
+}
+
+fn status_field(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// CPU time used so far (user + system, all threads, reaped children excluded), in microseconds.
+pub fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 1_000_000 / clock_ticks())
+}
+
+/// Kernel clock ticks per second (`USER_HZ`); 100 on every Linux we run on.
+fn clock_ticks() -> u64 {
+    100
+}
+
+/// Processes whose parent is `pid` (a gateway's stdio upstreams).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).ok().is_some_and(|stat| {
+                let rest = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or_default();
+                rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+            })
+        })
+        .collect()
+}

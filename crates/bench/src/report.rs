@@ -1,0 +1,342 @@
+//! The results: the machine-readable report (JSON), the human-readable table, and the check of
+//! the figures against the targets of issue 3.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::load::Sample;
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `quick` or `full`.
+    pub mode: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// How it ran.
+    pub settings: Settings,
+    /// One entry per scenario, concurrency (or rate) and upstream count.
+    pub runs: Vec<Run>,
+    /// The gateway's memory.
+    pub memory: Memory,
+    /// The issue's targets, met or missed.
+    pub targets: Vec<Check>,
+}
+
+/// The machine the figures come from.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// Logical CPUs available.
+    pub cpus: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// `MemTotal`, MiB.
+    pub memory_mib: u64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads /proc.
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: u64 = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Machine {
+            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            cpu_model,
+            memory_mib: memory_kib / 1024,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+        }
+    }
+}
+
+/// The run's parameters.
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    /// The command line.
+    pub command: String,
+    /// Measured time per target per round, ms.
+    pub slice_ms: u64,
+    /// Unrecorded warm-up before each slice, ms.
+    pub warmup_ms: u64,
+    /// Rounds per scenario; targets alternate order between rounds (A/B interleaving).
+    pub rounds: usize,
+    /// Load generator threads.
+    pub client_threads: usize,
+    /// Large-argument size, bytes.
+    pub large_bytes: usize,
+}
+
+/// One scenario at one load level.
+#[derive(Debug, Serialize)]
+pub struct Run {
+    /// Scenario name, e.g. `call_small`.
+    pub scenario: String,
+    /// What it sends.
+    pub description: String,
+    /// `closed` (concurrency) or `fixed_rate` (open loop, coordinated-omission corrected).
+    pub load: String,
+    /// Connections (hosts).
+    pub concurrency: usize,
+    /// Offered rate, requests/s (fixed-rate runs).
+    pub rate_rps: Option<f64>,
+    /// Upstreams aggregated behind the route (scaling runs).
+    pub upstreams: Option<usize>,
+    /// One entry per target.
+    pub results: Vec<Measured>,
+    /// Each target against its baseline in this run.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// One target's figures.
+#[derive(Debug, Serialize, Clone)]
+pub struct Measured {
+    /// `direct-http`, `gateway-http`, `gateway-stdio`, …
+    pub target: String,
+    /// Successful requests recorded.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// Successful requests per second.
+    pub throughput_rps: f64,
+    /// Latency percentiles, microseconds.
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    /// CPU time of every server process involved (gateway and upstream), per request, µs.
+    pub server_cpu_us_per_request: Option<f64>,
+    /// CPU time of the gateway process alone, per request, µs.
+    pub gateway_cpu_us_per_request: Option<f64>,
+}
+
+impl Measured {
+    /// Summarises a sample; CPU figures are totals in µs over the measured window.
+    pub fn from_sample(target: &str, s: &Sample, server_cpu_us: Option<u64>, gateway_cpu_us: Option<u64>) -> Measured {
+        let h = &s.latency;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let requests = h.len();
+        let secs = s.elapsed.as_secs_f64().max(1e-9);
+        let per = |cpu: Option<u64>| cpu.filter(|_| requests > 0).map(|c| c as f64 / requests as f64);
+        Measured {
+            target: target.to_owned(),
+            requests,
+            errors: s.errors,
+            first_error: s.first_error.clone(),
+            throughput_rps: requests as f64 / secs,
+            p50_us: us(h.value_at_quantile(0.50)),
+            p90_us: us(h.value_at_quantile(0.90)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            max_us: us(h.max()),
+            mean_us: h.mean() / 1000.0,
+            server_cpu_us_per_request: per(server_cpu_us),
+            gateway_cpu_us_per_request: per(gateway_cpu_us),
+        }
+    }
+}
+
+/// A target against a baseline measured in the same run.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub subject: String,
+    pub baseline: String,
+    /// subject − baseline, µs.
+    pub added_p50_us: f64,
+    pub added_p90_us: f64,
+    pub added_p99_us: f64,
+    /// subject / baseline.
+    pub p50_ratio: f64,
+    pub throughput_ratio: f64,
+}
+
+impl Comparison {
+    /// Compares two targets' figures.
+    pub fn of(subject: &Measured, baseline: &Measured) -> Comparison {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Comparison {
+            subject: subject.target.clone(),
+            baseline: baseline.target.clone(),
+            added_p50_us: subject.p50_us - baseline.p50_us,
+            added_p90_us: subject.p90_us - baseline.p90_us,
+            added_p99_us: subject.p99_us - baseline.p99_us,
+            p50_ratio: ratio(subject.p50_us, baseline.p50_us),
+            throughput_ratio: ratio(subject.throughput_rps, baseline.throughput_rps),
+        }
+    }
+}
+
+/// The gateway's memory.
+#[derive(Debug, Serialize, Default)]
+pub struct Memory {
+    /// Peak RSS (`VmHWM`) of the benchmarked gateway after the request scenarios, KiB.
+    pub gateway_peak_rss_kib: Option<u64>,
+    /// Its RSS right after start, KiB.
+    pub gateway_start_rss_kib: Option<u64>,
+    /// Idle legacy sessions held by a fresh gateway.
+    pub idle_sessions: Vec<SessionMemory>,
+}
+
+/// RSS growth for a number of idle legacy sessions.
+#[derive(Debug, Serialize)]
+pub struct SessionMemory {
+    /// Sessions open (`initialize` + `notifications/initialized`, then idle).
+    pub sessions: usize,
+    /// RSS before the first session, KiB.
+    pub rss_before_kib: u64,
+    /// RSS with all sessions open, KiB.
+    pub rss_after_kib: u64,
+    /// (after − before) / sessions, bytes.
+    pub bytes_per_session: f64,
+    /// Time to open them (concurrency 16), ms.
+    pub open_ms: f64,
+}
+
+/// One target of the issue.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    /// What is compared.
+    pub name: String,
+    /// Measured value.
+    pub value: Option<f64>,
+    /// The limit, in the same unit.
+    pub limit: f64,
+    /// `≤` or `≥`.
+    pub relation: String,
+    pub unit: String,
+    /// `met`, `missed` or `not measured`.
+    pub status: String,
+}
+
+impl Check {
+    /// `value` must be at most `limit`.
+    pub fn at_most(name: &str, value: Option<f64>, limit: f64, unit: &str) -> Check {
+        Check::new(name, value, limit, "<=", unit, value.map(|v| v <= limit))
+    }
+
+    /// `value` must be at least `limit`.
+    pub fn at_least(name: &str, value: Option<f64>, limit: f64, unit: &str) -> Check {
+        Check::new(name, value, limit, ">=", unit, value.map(|v| v >= limit))
+    }
+
+    fn new(name: &str, value: Option<f64>, limit: f64, rel: &str, unit: &str, met: Option<bool>) -> Check {
+        let status = match met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "not measured",
+        };
+        Check {
+            name: name.to_owned(),
+            value,
+            limit,
+            relation: rel.to_owned(),
+            unit: unit.to_owned(),
+            status: status.to_owned(),
+        }
+    }
+}
+
+impl Report {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(out, "portcullis-bench ({} mode) on {} × {}, {} MiB", self.mode, m.cpus, m.cpu_model, m.memory_mib);
+        let _ = writeln!(
+            out,
+            "{:<18} {:>5} {:>6} {:<14} {:>9} {:>8} {:>8} {:>8} {:>9} {:>6} {:>8} {:>8} {:>7} {:>6}",
+            "scenario", "conc", "ups", "target", "req/s", "p50µs", "p90µs", "p99µs", "maxµs", "err", "+p50µs", "+p99µs", "×p50", "×tput"
+        );
+        for run in &self.runs {
+            let label = match run.rate_rps {
+                Some(r) => format!("{}@{:.0}/s", run.scenario, r),
+                None => run.scenario.clone(),
+            };
+            for r in &run.results {
+                let cmp = run.comparisons.iter().find(|c| c.subject == r.target);
+                let (a50, a99, x50, xt) = match cmp {
+                    Some(c) => (
+                        format!("{:+.0}", c.added_p50_us),
+                        format!("{:+.0}", c.added_p99_us),
+                        format!("{:.2}", c.p50_ratio),
+                        format!("{:.2}", c.throughput_ratio),
+                    ),
+                    None => Default::default(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:>5} {:>6} {:<14} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>9.0} {:>6} {:>8} {:>8} {:>7} {:>6}",
+                    label,
+                    run.concurrency,
+                    run.upstreams.map(|u| u.to_string()).unwrap_or_default(),
+                    r.target,
+                    r.throughput_rps,
+                    r.p50_us,
+                    r.p90_us,
+                    r.p99_us,
+                    r.max_us,
+                    r.errors,
+                    a50,
+                    a99,
+                    x50,
+                    xt
+                );
+            }
+        }
+        let mem = &self.memory;
+        let kib = |v: Option<u64>| v.map(|v| format!("{v} KiB")).unwrap_or_else(|| "n/a".to_owned());
+        let _ = writeln!(
+            out,
+            "\ngateway RSS: {} at start, {} peak under load",
+            kib(mem.gateway_start_rss_kib),
+            kib(mem.gateway_peak_rss_kib)
+        );
+        for s in &mem.idle_sessions {
+            let _ = writeln!(
+                out,
+                "idle legacy sessions: {} open in {:.0} ms, RSS {} → {} KiB, {:.0} bytes/session",
+                s.sessions, s.open_ms, s.rss_before_kib, s.rss_after_kib, s.bytes_per_session
+            );
+        }
+        let _ = writeln!(out, "\ntargets (issue 3):");
+        for c in &self.targets {
+            let v = c.value.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".to_owned());
+            let _ = writeln!(out, "  {:<58} {:>10} {} {:<8} {:<4} {}", c.name, v, c.relation, c.limit, c.unit, c.status);
+        }
+        out
+    }
+
+    /// The run of a scenario at a concurrency (closed loop, no upstream count).
+    pub fn find(&self, scenario: &str, load: &str, concurrency: Option<usize>) -> Option<&Run> {
+        self.runs.iter().find(|r| {
+            r.scenario == scenario && r.load == load && concurrency.is_none_or(|c| r.concurrency == c)
+        })
+    }
+}
+
+impl Run {
+    /// A target's figures in this run.
+    pub fn of(&self, target: &str) -> Option<&Measured> {
+        self.results.iter().find(|m| m.target == target)
+    }
+
+    /// A comparison in this run.
+    pub fn comparison(&self, subject: &str, baseline: &str) -> Option<&Comparison> {
+        self.comparisons.iter().find(|c| c.subject == subject && c.baseline == baseline)
+    }
+}

@@ -1,0 +1,135 @@
+//! What the load generator talks to: the demo upstream directly, or a gateway route in front of it.
+//! A gateway *configuration* is a template, so the same scenarios can be re-run against another one
+//! (forward-only today; with every control on once the controls exist: `--variant NAME=FILE`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::connection::Endpoint;
+use crate::process::{self, Peer};
+
+/// The baseline every other target is compared against.
+pub const DIRECT: &str = "direct-http";
+/// The forward-only gateway in front of the HTTP demo; variants are also compared against it.
+pub const GATEWAY: &str = "gateway-http";
+/// The same gateway, route to a stdio demo it supervises.
+pub const GATEWAY_STDIO: &str = "gateway-stdio";
+
+/// The placeholder a gateway configuration template uses for the HTTP demo's URL.
+pub const DEMO_URL: &str = "{{DEMO_URL}}";
+
+/// One endpoint under load and the processes whose CPU time serves it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `direct-http`, `gateway-http`, `gateway-stdio`, `gateway-<variant>`, `gateway-agg<N>`.
+    pub name: String,
+    /// Where requests go.
+    pub endpoint: Arc<Endpoint>,
+    /// The gateway's pid, if this is a gateway.
+    pub gateway_pid: Option<u32>,
+    /// Every server process involved (gateway and upstreams).
+    pub server_pids: Vec<u32>,
+}
+
+impl Target {
+    /// CPU used so far by the server processes, and by the gateway alone, µs.
+    pub fn cpu_us(&self) -> (Option<u64>, Option<u64>) {
+        let all = self.server_pids.iter().map(|p| process::cpu_us(*p)).sum::<Option<u64>>();
+        (all, self.gateway_pid.and_then(process::cpu_us))
+    }
+}
+
+/// The forward-only gateway configuration: a passthrough route to the HTTP demo at `/mcp` and
+/// to a supervised stdio demo at `/stdio`. `max_sessions` leaves room for the session benchmark.
+pub fn forward_only_config() -> String {
+    format!(
+        r#"[gateway]
+request_timeout = "30s"
+
+[listen]
+address = "127.0.0.1:0"
+max_sessions = 100000
+
+[[upstream]]
+name = "demo"
+transport = "http"
+url = "{DEMO_URL}"
+
+[[upstream]]
+name = "demo_stdio"
+transport = "stdio"
+command = "$PORTCULLIS_EXE"
+args = ["demo"]
+
+[[route]]
+path = "/mcp"
+upstreams = ["demo"]
+names = "passthrough"
+
+[[route]]
+path = "/stdio"
+upstreams = ["demo_stdio"]
+names = "passthrough"
+"#
+    )
+}
+
+/// A gateway aggregating `n` stdio demos at `/agg` (names prefixed `u0__` … `u{n-1}__`).
+pub fn aggregate_config(n: usize) -> String {
+    let mut out = String::from("[listen]\naddress = \"127.0.0.1:0\"\n\n");
+    for i in 0..n {
+        out.push_str(&format!(
+            "[[upstream]]\nname = \"u{i}\"\ntransport = \"stdio\"\ncommand = \"$PORTCULLIS_EXE\"\nargs = [\"demo\"]\n\n"
+        ));
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("\"u{i}\"")).collect();
+    out.push_str(&format!("[[route]]\npath = \"/agg\"\nupstreams = [{}]\nnames = \"prefixed\"\n", names.join(", ")));
+    out
+}
+
+/// Starts a gateway from a configuration template, after its upstreams are ready.
+pub fn start_gateway(exe: &Path, template: &str, demo: &Peer) -> anyhow::Result<Peer> {
+    let config = template.replace(DEMO_URL, &format!("http://{}/mcp", demo.addr));
+    Peer::gateway(exe, &config).context("start gateway")
+}
+
+/// The target for a route of a running gateway; `upstream_pids` serve it besides the gateway.
+pub fn gateway_target(name: &str, gateway: &Peer, path: &str, upstream_pids: &[u32]) -> anyhow::Result<Target> {
+    let mut server_pids = vec![gateway.pid()];
+    server_pids.extend_from_slice(upstream_pids);
+    Ok(Target {
+        name: name.to_owned(),
+        endpoint: Arc::new(Endpoint::new(gateway.addr, path)?),
+        gateway_pid: Some(gateway.pid()),
+        server_pids,
+    })
+}
+
+/// The direct target: the demo's own endpoint.
+pub fn direct_target(demo: &Peer) -> anyhow::Result<Target> {
+    Ok(Target {
+        name: DIRECT.to_owned(),
+        endpoint: Arc::new(Endpoint::new(demo.addr, "/mcp")?),
+        gateway_pid: None,
+        server_pids: vec![demo.pid()],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_config_lists_every_upstream_on_one_route() {
+        let c = aggregate_config(3);
+        assert_eq!(c.matches("[[upstream]]").count(), 3);
+        assert!(c.contains("upstreams = [\"u0\", \"u1\", \"u2\"]"));
+    }
+
+    #[test]
+    fn forward_only_config_has_the_demo_placeholder() {
+        assert!(forward_only_config().contains(DEMO_URL));
+    }
+}
