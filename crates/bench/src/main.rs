@@ -1,1 +1,243 @@
-fn main() {}
+//! `portcullis-bench`: what the gateway costs, measured against a direct connection to the same
+//! upstream in the same run. See BENCHMARKS.md at the repository root for how to read the output.
+
+mod connection;
+mod load;
+mod memory;
+mod plot;
+mod process;
+mod report;
+mod request;
+mod suite;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::json;
+
+use crate::process::Peer;
+use crate::report::{Machine, Memory, Report, Settings};
+use crate::request::{Era, Template};
+use crate::suite::{Load, Plan, Scenario};
+use crate::target::{GATEWAY, GATEWAY_STDIO, Target};
+
+/// Benchmarks Portcullis against a direct connection to the bundled demo upstream, A/B interleaved.
+#[derive(Parser, Debug)]
+#[command(name = "portcullis-bench", version, about)]
+struct Args {
+    /// Everyday smoke run: fewer levels and shorter slices (under a minute on two cores).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write bench.json and latency.svg.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The `portcullis` binary (default: PORTCULLIS_BIN, else beside this executable).
+    #[arg(long)]
+    portcullis: Option<PathBuf>,
+    /// Measured milliseconds per target per round (overrides the mode's).
+    #[arg(long)]
+    slice_ms: Option<u64>,
+    /// Rounds per scenario (overrides the mode's).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Idle legacy session counts for the memory measurement, e.g. 1000,10000.
+    #[arg(long, value_delimiter = ',')]
+    sessions: Option<Vec<usize>>,
+    /// Upstream counts for the aggregation curve, e.g. 1,5,20.
+    #[arg(long, value_delimiter = ',')]
+    upstreams: Option<Vec<usize>>,
+    /// Load generator threads (the generator shares the machine with gateway and upstream).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Another gateway configuration to run every HTTP scenario against as well, compared with the
+    /// forward-only gateway: NAME=FILE, FILE a TOML template whose `{{DEMO_URL}}` is replaced by the
+    /// demo's URL and whose route `/mcp` fronts it (e.g. `controls=bench/controls.toml`).
+    #[arg(long, value_parser = parse_variant)]
+    variant: Vec<(String, PathBuf)>,
+}
+
+fn parse_variant(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s.split_once('=').ok_or("expected NAME=FILE")?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("bad variant name {name:?}"));
+    }
+    Ok((name.to_owned(), PathBuf::from(file)))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let exe = process::locate_portcullis(args.portcullis.clone())?;
+    let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
+    if let Some(ms) = args.slice_ms {
+        plan.slice = Duration::from_millis(ms.max(10));
+        plan.warmup = (plan.slice / 5).max(Duration::from_millis(10));
+    }
+    if let Some(r) = args.rounds {
+        plan.rounds = r.max(1);
+    }
+    if let Some(s) = args.sessions.clone() {
+        plan.sessions = s;
+    }
+    if let Some(u) = args.upstreams.clone() {
+        plan.upstream_counts = u;
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+    let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+
+    // The peers: one HTTP demo (the direct baseline and the gateways' upstream), the forward-only
+    // gateway (HTTP route and stdio route), and any variant gateways.
+    let demo = Peer::demo_http(&exe)?;
+    let gateway = target::start_gateway(&exe, &target::forward_only_config(), &demo)?;
+    let mut variants = Vec::new();
+    for (name, file) in &args.variant {
+        let template = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+        variants.push((name.clone(), target::start_gateway(&exe, &template, &demo)?));
+    }
+    let direct = target::direct_target(&demo)?;
+    let probe = Template::call(Era::Modern, "echo", json!({ "text": "ready?" }), false);
+    let mut gateways = vec![target::gateway_target(GATEWAY, &gateway, "/mcp", &[demo.pid()])?];
+    for (name, peer) in &variants {
+        gateways.push(target::gateway_target(&format!("gateway-{name}"), peer, "/mcp", &[demo.pid()])?);
+    }
+    for t in std::iter::once(&direct).chain(&gateways) {
+        suite::wait_ready(t, &probe).await?;
+    }
+    let stdio_probe = target::gateway_target(GATEWAY_STDIO, &gateway, "/stdio", &[])?;
+    suite::wait_ready(&stdio_probe, &probe).await?;
+    let stdio = target::gateway_target(GATEWAY_STDIO, &gateway, "/stdio", &process::children(gateway.pid()))?;
+    let mut memory = Memory { gateway_start_rss_kib: process::rss_kib(gateway.pid()), ..Memory::default() };
+    progress(&format!("peers ready ({} mode, portcullis at {})", plan.mode, exe.display()));
+
+    let scenarios = suite::request_scenarios(&plan, &direct, &gateways, &stdio);
+    let mut runs = Vec::new();
+    // Request traffic first (peak RSS is read after it), then handshakes, which open sessions.
+    let (handshakes, requests): (Vec<&Scenario>, Vec<&Scenario>) =
+        scenarios.iter().partition(|s| s.name == "initialize" || s.name == "discover");
+    for sc in &requests {
+        let levels = if sc.name == "call_small" { &plan.sweep } else { &plan.levels };
+        for &c in levels {
+            progress(&format!("{} c={c}", sc.name));
+            runs.push(suite::run(&plan, sc, Load::Closed(c), None).await?);
+        }
+    }
+    memory.gateway_peak_rss_kib = process::peak_rss_kib(gateway.pid());
+
+    // Fixed rate at half of the forward-only gateway's best closed-loop throughput.
+    let capacity = runs
+        .iter()
+        .filter(|r| r.scenario == "call_small")
+        .filter_map(|r| r.of(GATEWAY))
+        .map(|m| m.throughput_rps)
+        .fold(0.0_f64, f64::max);
+    if let Some(call) = scenarios.iter().find(|s| s.name == "call_small") {
+        let mut fixed = call.clone();
+        fixed.targets.retain(|t| t.name != GATEWAY_STDIO);
+        let rps = (capacity * 0.5).max(10.0);
+        progress(&format!("call_small fixed rate {rps:.0}/s"));
+        runs.push(suite::run(&plan, &fixed, Load::Rate { rps, connections: plan.rate_connections }, None).await?);
+    }
+    for sc in &handshakes {
+        for &c in &plan.levels {
+            progress(&format!("{} c={c}", sc.name));
+            runs.push(suite::run(&plan, sc, Load::Closed(c), None).await?);
+        }
+    }
+    drop(variants);
+    drop(gateway);
+
+    progress(&format!("idle sessions {:?}", plan.sessions));
+    if !plan.sessions.is_empty() {
+        memory.idle_sessions = memory::idle_sessions(&exe, &demo, &plan.sessions).await?;
+    }
+
+    for &n in &plan.upstream_counts {
+        progress(&format!("{n} aggregated stdio upstreams"));
+        runs.extend(aggregate(&exe, &demo, &plan, n).await?);
+    }
+    drop(demo);
+
+    let mut report = Report {
+        mode: plan.mode.to_owned(),
+        machine: Machine::detect(),
+        settings: Settings {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            slice_ms: u64::try_from(plan.slice.as_millis()).unwrap_or(u64::MAX),
+            warmup_ms: u64::try_from(plan.warmup.as_millis()).unwrap_or(u64::MAX),
+            rounds: plan.rounds,
+            client_threads: args.client_threads,
+            large_bytes: plan.large_bytes,
+        },
+        runs,
+        memory,
+        targets: Vec::new(),
+    };
+    report.targets = report::check_targets(&report, args.variant.first().map(|(n, _)| n.as_str()));
+    let json_path = args.out.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    let svg_path = args.out.join("latency.svg");
+    std::fs::write(&svg_path, plot::latency_svg(&report))?;
+    print!("{}", report.table());
+    println!("\nwrote {} and {} in {:.1}s", json_path.display(), svg_path.display(), started.elapsed().as_secs_f64());
+    let failed: Vec<_> = report.runs.iter().flat_map(|r| &r.results).filter(|m| m.requests == 0).collect();
+    if let Some(m) = failed.first() {
+        bail!("{} completed no request: {}", m.target, m.first_error.as_deref().unwrap_or("no error recorded"));
+    }
+    Ok(())
+}
+
+/// `tools/list` and a `tools/call` routed to the last of `n` aggregated stdio upstreams.
+async fn aggregate(exe: &std::path::Path, demo: &Peer, plan: &Plan, n: usize) -> anyhow::Result<Vec<report::Run>> {
+    let gateway = target::start_gateway(exe, &target::aggregate_config(n), demo)?;
+    let tool = format!("u{}__echo", n.saturating_sub(1));
+    let call = Template::call(Era::Modern, &tool, json!({ "text": "hello" }), false);
+    let probe = target::gateway_target("probe", &gateway, "/agg", &[])?;
+    suite::wait_ready(&probe, &call).await?;
+    let list = Template::plain(Era::Modern, "tools/list");
+    suite::wait_ready(&probe, &list).await?;
+    let t: Target = target::gateway_target(&format!("gateway-agg{n}"), &gateway, "/agg", &process::children(gateway.pid()))?;
+    let scenarios = [
+        Scenario {
+            name: "agg_list".into(),
+            description: format!("modern tools/list over {n} aggregated stdio demos ({} tools)", 6 * n),
+            template: Arc::new(list),
+            targets: vec![t.clone()],
+        },
+        Scenario {
+            name: "agg_call".into(),
+            description: format!("modern tools/call {tool}, routed among {n} stdio upstreams"),
+            template: Arc::new(call),
+            targets: vec![t],
+        },
+    ];
+    let mut runs = Vec::new();
+    for sc in &scenarios {
+        for &c in &plan.levels {
+            runs.push(suite::run(plan, sc, Load::Closed(c), Some(n)).await?);
+        }
+    }
+    Ok(runs)
+}

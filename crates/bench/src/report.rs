@@ -340,3 +340,39 @@ impl Run {
         self.comparisons.iter().find(|c| c.subject == subject && c.baseline == baseline)
     }
 }
+
+/// Fills in the targets from the runs: c=1 `tools/call` ratio and added p50, saturation
+/// throughput ratio, the controls-on comparison (from the first variant, when one ran), added p99
+/// at a fixed half-capacity rate, and memory per idle legacy session.
+pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
+    use crate::target::{DIRECT, GATEWAY};
+    let c1 = report.find("call_small", "closed", Some(1)).and_then(|r| r.comparison(GATEWAY, DIRECT));
+    let best = |target: &str| {
+        report
+            .runs
+            .iter()
+            .filter(|r| r.scenario == "call_small" && r.load == "closed")
+            .filter_map(|r| r.of(target))
+            .map(|m| m.throughput_rps)
+            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
+    };
+    let saturation = best(GATEWAY).zip(best(DIRECT)).map(|(g, d)| if d > 0.0 { g / d } else { 0.0 });
+    let controls = variant.and_then(|v| {
+        let subject = format!("gateway-{v}");
+        let ratio = |r: &Run| r.comparison(&subject, GATEWAY).map(|c| c.throughput_ratio);
+        let best_ratio = report.runs.iter().filter(|r| r.scenario == "call_small" && r.load == "closed").filter_map(ratio).fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
+        let p50 = report.find("call_small", "closed", Some(1)).and_then(|r| r.comparison(&subject, GATEWAY)).map(|c| c.added_p50_us);
+        Some((best_ratio, p50))
+    });
+    let fixed = report.find("call_small", "fixed_rate", None).and_then(|r| r.comparison(GATEWAY, DIRECT));
+    let session = report.memory.idle_sessions.last().map(|s| s.bytes_per_session / 1024.0);
+    vec![
+        Check::at_most("c=1 tools/call: gateway p50 / direct p50", c1.map(|c| c.p50_ratio), 2.0, "x"),
+        Check::at_most("c=1 tools/call: added p50", c1.map(|c| c.added_p50_us), 60.0, "µs"),
+        Check::at_least("saturation throughput: gateway / direct (best of sweep)", saturation, 0.40, "x"),
+        Check::at_least("all controls on / forward-only throughput (worst level)", controls.and_then(|c| c.0), 0.85, "x"),
+        Check::at_most("all controls on − forward-only: added p50 at c=1", controls.and_then(|c| c.1), 20.0, "µs"),
+        Check::at_most("added p99 at a fixed 50%-of-capacity rate", fixed.map(|c| c.added_p99_us), 250.0, "µs"),
+        Check::at_most("gateway memory per idle legacy session", session, 16.0, "KiB"),
+    ]
+}

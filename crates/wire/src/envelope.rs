@@ -322,22 +322,20 @@ pub fn notification_bytes(method: &str, params: Option<&RawValue>) -> Vec<u8> {
 
 /// Serializes a successful response.
 pub fn result_bytes(id: Option<&RequestId>, result: &RawValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + result.get().len());
-    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-    out.extend_from_slice(id.map_or("null", RequestId::as_json).as_bytes());
-    out.extend_from_slice(b",\"result\":");
-    out.extend_from_slice(result.get().as_bytes());
-    out.push(b'}');
-    out
+    response_bytes(id, b",\"result\":", result)
 }
 
 /// Serializes an error response from a raw error object.
 pub fn error_raw_bytes(id: Option<&RequestId>, error: &RawValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + error.get().len());
+    response_bytes(id, b",\"error\":", error)
+}
+
+fn response_bytes(id: Option<&RequestId>, key: &[u8], value: &RawValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + value.get().len());
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     out.extend_from_slice(id.map_or("null", RequestId::as_json).as_bytes());
-    out.extend_from_slice(b",\"error\":");
-    out.extend_from_slice(error.get().as_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value.get().as_bytes());
     out.push(b'}');
     out
 }

@@ -7,30 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Gateway, fixture, free_port, legacy_session, post, python};
+use crate::harness::{DEMO_UPSTREAM, Gateway, free_port, legacy_session, post, raw_upstream};
 
 fn faulty() -> Gateway {
     Gateway::start(&format!(
-        r#"
-[[upstream]]
-name = "raw"
-transport = "stdio"
-command = "{}"
-args = ["{}"]
-timeout = "2s"
-
-[[upstream]]
-name = "demo"
-transport = "stdio"
-command = "$PORTCULLIS_EXE"
-args = ["demo"]
-
-[[route]]
-path = "/mcp"
-upstreams = ["raw", "demo"]
-"#,
-        python().display(),
-        fixture("raw_server.py").display()
+        "{}{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"raw\", \"demo\"]\n",
+        raw_upstream("2s")
     ))
 }
 
@@ -136,13 +118,7 @@ name = "dead"
 transport = "http"
 url = "http://127.0.0.1:{dead}/mcp"
 timeout = "2s"
-
-[[upstream]]
-name = "demo"
-transport = "stdio"
-command = "$PORTCULLIS_EXE"
-args = ["demo"]
-
+{DEMO_UPSTREAM}
 [[route]]
 path = "/mcp"
 upstreams = ["dead", "demo"]

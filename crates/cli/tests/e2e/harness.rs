@@ -43,6 +43,24 @@ pub fn fixture(name: &str) -> PathBuf {
     require(workspace().join("tests/fixtures").join(name))
 }
 
+/// The bundled demo as a stdio upstream named `demo`.
+pub const DEMO_UPSTREAM: &str = r#"
+[[upstream]]
+name = "demo"
+transport = "stdio"
+command = "$PORTCULLIS_EXE"
+args = ["demo"]
+"#;
+
+/// Our hand-rolled fault fixture as a stdio upstream named `raw`, with a per-call timeout.
+pub fn raw_upstream(timeout: &str) -> String {
+    format!(
+        "\n[[upstream]]\nname = \"raw\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"{}\"]\ntimeout = \"{timeout}\"\n",
+        python().display(),
+        fixture("raw_server.py").display()
+    )
+}
+
 /// A free loopback port (released before use; fine for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")

@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Proc, free_port, host, host_stdio, names, portcullis, text, wait_for_port};
+use crate::harness::{
+    DEMO_UPSTREAM, Gateway, Proc, free_port, host, host_stdio, names, portcullis, text, wait_for_port,
+};
 
-const DEMO: &str = r#"
-[[upstream]]
-name = "demo"
-transport = "stdio"
-command = "$PORTCULLIS_EXE"
-args = ["demo"]
-
-[[route]]
-path = "/mcp"
-upstreams = ["demo"]
-"#;
+fn demo() -> String {
+    format!("{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"demo\"]\n")
+}
 
 fn tour() -> Value {
     json!([
@@ -56,7 +50,7 @@ fn assert_tour(out: &Value) {
 
 #[test]
 fn legacy_host_over_http_reaches_the_demo() {
-    let gw = Gateway::start(DEMO);
+    let gw = Gateway::start(&demo());
     let out = host(&gw.url("/mcp"), "legacy", tour(), &[]);
     assert_eq!(out["protocol_version"], "2025-11-25");
     assert_eq!(out["server_info"]["name"], "portcullis");
@@ -65,7 +59,7 @@ fn legacy_host_over_http_reaches_the_demo() {
 
 #[test]
 fn modern_host_over_http_reaches_the_demo() {
-    let gw = Gateway::start(DEMO);
+    let gw = Gateway::start(&demo());
     let out = host(&gw.url("/mcp"), "2026-07-28", tour(), &[]);
     assert_eq!(out["protocol_version"], "2026-07-28");
     assert_tour(&out);
@@ -73,7 +67,7 @@ fn modern_host_over_http_reaches_the_demo() {
 
 #[test]
 fn auto_host_discovers_the_modern_era() {
-    let gw = Gateway::start(DEMO);
+    let gw = Gateway::start(&demo());
     let out = host(&gw.url("/mcp"), "auto", json!([{"op": "list_tools"}]), &[]);
     assert_eq!(out["protocol_version"], "2026-07-28");
     assert!(out["capabilities"]["tools"].is_object(), "{}", out["capabilities"]);
@@ -87,7 +81,7 @@ fn stdio_cmd(gw_config: &std::path::Path) -> Vec<String> {
 fn hosts_can_launch_the_gateway_over_stdio_in_both_eras() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("stdio.toml");
-    std::fs::write(&config, DEMO).expect("write config");
+    std::fs::write(&config, demo()).expect("write config");
     for mode in ["legacy", "2026-07-28"] {
         let out = host_stdio(&stdio_cmd(&config), mode, tour(), &[]);
         assert_tour(&out);

@@ -9,31 +9,14 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Gateway, Proc, everything, fixture, free_port, host, legacy_session, modern, post, python, text, wait_for_port,
+    DEMO_UPSTREAM, Gateway, Proc, everything, free_port, host, legacy_session, modern, post, raw_upstream, text,
+    wait_for_port,
 };
 
 fn raw_and_demo() -> Gateway {
     Gateway::start(&format!(
-        r#"
-[[upstream]]
-name = "raw"
-transport = "stdio"
-command = "{}"
-args = ["{}"]
-timeout = "5s"
-
-[[upstream]]
-name = "demo"
-transport = "stdio"
-command = "$PORTCULLIS_EXE"
-args = ["demo"]
-
-[[route]]
-path = "/mcp"
-upstreams = ["raw", "demo"]
-"#,
-        python().display(),
-        fixture("raw_server.py").display()
+        "{}{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"raw\", \"demo\"]\n",
+        raw_upstream("5s")
     ))
 }
 

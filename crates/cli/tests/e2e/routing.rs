@@ -5,26 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Gateway, fixture, host, legacy_session, names, post, python};
+use crate::harness::{DEMO_UPSTREAM, Gateway, host, legacy_session, names, post, raw_upstream};
 
 fn config(routes: &str) -> String {
-    format!(
-        r#"
-[[upstream]]
-name = "raw"
-transport = "stdio"
-command = "{}"
-args = ["{}"]
-
-[[upstream]]
-name = "demo"
-transport = "stdio"
-command = "$PORTCULLIS_EXE"
-args = ["demo"]
-{routes}"#,
-        python().display(),
-        fixture("raw_server.py").display()
-    )
+    format!("{}{DEMO_UPSTREAM}\n{routes}", raw_upstream("30s"))
 }
 
 #[test]
