@@ -2,8 +2,8 @@
 //! answered) and fixed-rate open-loop with coordinated-omission correction (latency measured from
 //! when a request was due, not from when a busy generator got round to sending it).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -94,10 +94,11 @@ pub async fn connect(endpoint: &Arc<Endpoint>, era: Era, n: usize) -> anyhow::Re
 /// Closed loop: each connection sends back to back until the window ends.
 pub async fn closed(conns: Vec<Connection>, t: Arc<Template>, window: Window) -> Sample {
     let mut set = JoinSet::new();
+    let latency = Arc::new(Mutex::new(histogram()));
     for mut conn in conns {
-        let t = Arc::clone(&t);
+        let (t, latency) = (Arc::clone(&t), Arc::clone(&latency));
         set.spawn(async move {
-            let mut w = Worker::new();
+            let mut w = Worker::new(latency);
             loop {
                 let sent = Instant::now();
                 if sent >= window.end {
@@ -115,7 +116,7 @@ pub async fn closed(conns: Vec<Connection>, t: Arc<Template>, window: Window) ->
             w
         });
     }
-    collect(set, window).await
+    collect(set, window, latency).await
 }
 
 /// Open loop at `rate` requests per second over the given connections. Request `i` is due at
@@ -129,10 +130,11 @@ pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, win
     let origin = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut set = JoinSet::new();
+    let latency = Arc::new(Mutex::new(histogram()));
     for mut conn in conns {
-        let (t, next) = (Arc::clone(&t), Arc::clone(&next));
+        let (t, next, latency) = (Arc::clone(&t), Arc::clone(&next), Arc::clone(&latency));
         set.spawn(async move {
-            let mut w = Worker::new();
+            let mut w = Worker::new(latency);
             let mut free_at = Instant::now();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -158,15 +160,14 @@ pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, win
             w
         });
     }
-    collect(set, window).await
+    collect(set, window, latency).await
 }
 
-async fn collect(mut set: JoinSet<Worker>, window: Window) -> Sample {
+async fn collect(mut set: JoinSet<Worker>, window: Window, latency: Arc<Mutex<Histogram<u64>>>) -> Sample {
     let mut sample = Sample::empty();
     while let Some(w) = set.join_next().await {
         match w {
             Ok(w) => {
-                let _ = sample.latency.add(&w.latency);
                 sample.errors += w.errors;
                 sample.first_error = sample.first_error.take().or(w.first_error);
             }
@@ -177,12 +178,15 @@ async fn collect(mut set: JoinSet<Worker>, window: Window) -> Sample {
         }
     }
     sample.elapsed = window.length();
+    let _ = sample.latency.add(&*latency.lock().unwrap_or_else(PoisonError::into_inner));
     sample
 }
 
-/// One connection's records.
+/// One connection's records. The histogram is shared by the run's workers: one per worker would
+/// be ~600 KiB each (hundreds of MiB at 512 hosts, page-faulted in during the measurement), and
+/// with the default single generator thread the lock is never contended.
 struct Worker {
-    latency: Histogram<u64>,
+    latency: Arc<Mutex<Histogram<u64>>>,
     errors: u64,
     first_error: Option<String>,
     /// Sessions minted by `initialize` load, ended after the run so they do not pile up.
@@ -190,15 +194,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn new() -> Worker {
-        Worker { latency: histogram(), errors: 0, first_error: None, minted: Vec::new() }
+    fn new(latency: Arc<Mutex<Histogram<u64>>>) -> Worker {
+        Worker { latency, errors: 0, first_error: None, minted: Vec::new() }
     }
 
     fn note<T>(&mut self, result: &anyhow::Result<T>, took: Duration) {
         match result {
             Ok(_) => {
                 let ns = u64::try_from(took.as_nanos()).unwrap_or(MAX_NS).clamp(1, MAX_NS);
-                let _ = self.latency.record(ns);
+                let _ = self.latency.lock().unwrap_or_else(PoisonError::into_inner).record(ns);
             }
             Err(e) => {
                 self.errors += 1;

@@ -59,6 +59,10 @@ struct Args {
     /// demo's URL and whose route `/mcp` fronts it (e.g. `controls=bench/controls.toml`).
     #[arg(long, value_parser = parse_variant)]
     variant: Vec<(String, PathBuf)>,
+    /// Run only these parts, e.g. `call_small` (for profiling): scenario names, `fixed_rate`,
+    /// `sessions`, `agg`.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
 }
 
 fn parse_variant(s: &str) -> Result<(String, PathBuf), String> {
@@ -71,7 +75,10 @@ fn parse_variant(s: &str) -> Result<(String, PathBuf), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()
     {
         Ok(rt) => rt,
         Err(e) => {
@@ -105,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(u) = args.upstreams.clone() {
         plan.upstream_counts = u;
     }
+    let wanted = |part: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
 
@@ -132,7 +140,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut memory = Memory { gateway_start_rss_kib: process::rss_kib(gateway.pid()), ..Memory::default() };
     progress(&format!("peers ready ({} mode, portcullis at {})", plan.mode, exe.display()));
 
-    let scenarios = suite::request_scenarios(&plan, &direct, &gateways, &stdio);
+    let mut scenarios = suite::request_scenarios(&plan, &direct, &gateways, &stdio);
+    scenarios.retain(|s| wanted(&s.name));
     let mut runs = Vec::new();
     // Request traffic first (peak RSS is read after it), then handshakes, which open sessions.
     let (handshakes, requests): (Vec<&Scenario>, Vec<&Scenario>) =
@@ -153,7 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter_map(|r| r.of(GATEWAY))
         .map(|m| m.throughput_rps)
         .fold(0.0_f64, f64::max);
-    if let Some(call) = scenarios.iter().find(|s| s.name == "call_small") {
+    if let Some(call) = scenarios.iter().find(|s| s.name == "call_small").filter(|_| wanted("fixed_rate")) {
         let mut fixed = call.clone();
         fixed.targets.retain(|t| t.name != GATEWAY_STDIO);
         let rps = (capacity * 0.5).max(10.0);
@@ -170,11 +179,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(gateway);
 
     progress(&format!("idle sessions {:?}", plan.sessions));
-    if !plan.sessions.is_empty() {
+    if !plan.sessions.is_empty() && wanted("sessions") {
         memory.idle_sessions = memory::idle_sessions(&exe, &demo, &plan.sessions).await?;
     }
 
-    for &n in &plan.upstream_counts {
+    for &n in plan.upstream_counts.iter().filter(|_| wanted("agg")) {
         progress(&format!("{n} aggregated stdio upstreams"));
         runs.extend(aggregate(&exe, &demo, &plan, n).await?);
     }
@@ -218,7 +227,8 @@ async fn aggregate(exe: &std::path::Path, demo: &Peer, plan: &Plan, n: usize) ->
     suite::wait_ready(&probe, &call).await?;
     let list = Template::plain(Era::Modern, "tools/list");
     suite::wait_ready(&probe, &list).await?;
-    let t: Target = target::gateway_target(&format!("gateway-agg{n}"), &gateway, "/agg", &process::children(gateway.pid()))?;
+    let t: Target =
+        target::gateway_target(&format!("gateway-agg{n}"), &gateway, "/agg", &process::children(gateway.pid()))?;
     let scenarios = [
         Scenario {
             name: "agg_list".into(),

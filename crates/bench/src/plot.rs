@@ -8,14 +8,15 @@ use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO};
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 250.0;
-const RIGHT: f64 = 40.0;
+const RIGHT: f64 = 150.0;
 const TOP: f64 = 70.0;
 const ROW: f64 = 18.0;
 const GAP: f64 = 12.0;
 
 /// Renders the SVG for the closed-loop runs at concurrency 1 (without upstream scaling runs).
 pub fn latency_svg(report: &Report) -> String {
-    let runs: Vec<_> = report.runs.iter().filter(|r| r.load == "closed" && r.concurrency == 1 && r.upstreams.is_none()).collect();
+    let runs: Vec<_> =
+        report.runs.iter().filter(|r| r.load == "closed" && r.concurrency == 1 && r.upstreams.is_none()).collect();
     let rows: usize = runs.iter().map(|r| r.results.len()).sum();
     let height = TOP + rows as f64 * ROW + runs.len() as f64 * GAP + 60.0;
     let max_us = runs.iter().flat_map(|r| &r.results).map(|m| m.p99_us).fold(100.0_f64, f64::max);
@@ -37,7 +38,7 @@ pub fn latency_svg(report: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="44" fill="#444">bar = p50 (dark) / p90 / p99 (light), µs, log scale; {} × {}</text>"#,
+        r##"<text x="{}" y="44" fill="#444">bar = p50 (dark) / p90 / p99 (light), µs, log scale; {} × {}</text>"##,
         LEFT - 230.0,
         report.machine.cpus,
         escape(&report.machine.cpu_model)
@@ -52,7 +53,12 @@ pub fn latency_svg(report: &Report) -> String {
         let _ = writeln!(s, r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, bottom + 16.0, label(us));
         decade += 1.0;
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">latency (µs)</text>"#, (LEFT + WIDTH - RIGHT) / 2.0, bottom + 34.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">latency (µs)</text>"#,
+        (LEFT + WIDTH - RIGHT) / 2.0,
+        bottom + 34.0
+    );
 
     let mut y = TOP;
     for run in &runs {
@@ -64,7 +70,13 @@ pub fn latency_svg(report: &Report) -> String {
         );
         for m in &run.results {
             let (dark, mid, light) = colours(&m.target);
-            let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + ROW * 0.75, escape(&m.target));
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                y + ROW * 0.75,
+                escape(&m.target)
+            );
             for (us, colour) in [(m.p99_us, light), (m.p90_us, mid), (m.p50_us, dark)] {
                 let w = (x(us) - LEFT).max(1.0);
                 let _ = writeln!(
@@ -79,7 +91,7 @@ pub fn latency_svg(report: &Report) -> String {
             }
             let _ = writeln!(
                 s,
-                r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="#333">{:.0} / {:.0} / {:.0}</text>"#,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#333">{:.0} / {:.0} / {:.0}</text>"##,
                 x(m.p99_us) + 4.0,
                 y + ROW * 0.72,
                 m.p50_us,

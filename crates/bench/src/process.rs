@@ -68,11 +68,11 @@ fn spawn(mut cmd: Command, prefix: &'static str) -> anyhow::Result<(Child, Socke
         let mut tx = Some(tx);
         let mut seen = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(tx) = tx.as_ref() {
+            if let Some(sender) = tx.as_ref() {
                 if let Some(rest) = line.find(prefix).map(|i| &line[i + prefix.len()..]) {
                     let addr = rest.trim().trim_end_matches("/mcp").to_owned();
-                    let _ = tx.send(Ok(addr));
-                    tx.take();
+                    let _ = sender.send(Ok(addr));
+                    tx = None;
                 } else {
                     seen.push_str(&line);
                     seen.push('\n');

@@ -256,11 +256,28 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let m = &self.machine;
-        let _ = writeln!(out, "portcullis-bench ({} mode) on {} × {}, {} MiB", self.mode, m.cpus, m.cpu_model, m.memory_mib);
+        let _ = writeln!(
+            out,
+            "portcullis-bench ({} mode) on {} × {}, {} MiB",
+            self.mode, m.cpus, m.cpu_model, m.memory_mib
+        );
         let _ = writeln!(
             out,
             "{:<18} {:>5} {:>6} {:<14} {:>9} {:>8} {:>8} {:>8} {:>9} {:>6} {:>8} {:>8} {:>7} {:>6}",
-            "scenario", "conc", "ups", "target", "req/s", "p50µs", "p90µs", "p99µs", "maxµs", "err", "+p50µs", "+p99µs", "×p50", "×tput"
+            "scenario",
+            "conc",
+            "ups",
+            "target",
+            "req/s",
+            "p50µs",
+            "p90µs",
+            "p99µs",
+            "maxµs",
+            "err",
+            "+p50µs",
+            "+p99µs",
+            "×p50",
+            "×tput"
         );
         for run in &self.runs {
             let label = match run.rate_rps {
@@ -316,16 +333,17 @@ impl Report {
         let _ = writeln!(out, "\ntargets (issue 3):");
         for c in &self.targets {
             let v = c.value.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".to_owned());
-            let _ = writeln!(out, "  {:<58} {:>10} {} {:<8} {:<4} {}", c.name, v, c.relation, c.limit, c.unit, c.status);
+            let _ =
+                writeln!(out, "  {:<58} {:>10} {} {:<8} {:<4} {}", c.name, v, c.relation, c.limit, c.unit, c.status);
         }
         out
     }
 
     /// The run of a scenario at a concurrency (closed loop, no upstream count).
     pub fn find(&self, scenario: &str, load: &str, concurrency: Option<usize>) -> Option<&Run> {
-        self.runs.iter().find(|r| {
-            r.scenario == scenario && r.load == load && concurrency.is_none_or(|c| r.concurrency == c)
-        })
+        self.runs
+            .iter()
+            .find(|r| r.scenario == scenario && r.load == load && concurrency.is_none_or(|c| r.concurrency == c))
     }
 }
 
@@ -357,12 +375,20 @@ pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
             .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
     };
     let saturation = best(GATEWAY).zip(best(DIRECT)).map(|(g, d)| if d > 0.0 { g / d } else { 0.0 });
-    let controls = variant.and_then(|v| {
+    let controls = variant.map(|v| {
         let subject = format!("gateway-{v}");
         let ratio = |r: &Run| r.comparison(&subject, GATEWAY).map(|c| c.throughput_ratio);
-        let best_ratio = report.runs.iter().filter(|r| r.scenario == "call_small" && r.load == "closed").filter_map(ratio).fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
-        let p50 = report.find("call_small", "closed", Some(1)).and_then(|r| r.comparison(&subject, GATEWAY)).map(|c| c.added_p50_us);
-        Some((best_ratio, p50))
+        let worst_ratio = report
+            .runs
+            .iter()
+            .filter(|r| r.scenario == "call_small" && r.load == "closed")
+            .filter_map(ratio)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
+        let p50 = report
+            .find("call_small", "closed", Some(1))
+            .and_then(|r| r.comparison(&subject, GATEWAY))
+            .map(|c| c.added_p50_us);
+        (worst_ratio, p50)
     });
     let fixed = report.find("call_small", "fixed_rate", None).and_then(|r| r.comparison(GATEWAY, DIRECT));
     let session = report.memory.idle_sessions.last().map(|s| s.bytes_per_session / 1024.0);
@@ -370,7 +396,12 @@ pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
         Check::at_most("c=1 tools/call: gateway p50 / direct p50", c1.map(|c| c.p50_ratio), 2.0, "x"),
         Check::at_most("c=1 tools/call: added p50", c1.map(|c| c.added_p50_us), 60.0, "µs"),
         Check::at_least("saturation throughput: gateway / direct (best of sweep)", saturation, 0.40, "x"),
-        Check::at_least("all controls on / forward-only throughput (worst level)", controls.and_then(|c| c.0), 0.85, "x"),
+        Check::at_least(
+            "all controls on / forward-only throughput (worst level)",
+            controls.and_then(|c| c.0),
+            0.85,
+            "x",
+        ),
         Check::at_most("all controls on − forward-only: added p50 at c=1", controls.and_then(|c| c.1), 20.0, "µs"),
         Check::at_most("added p99 at a fixed 50%-of-capacity rate", fixed.map(|c| c.added_p99_us), 250.0, "µs"),
         Check::at_most("gateway memory per idle legacy session", session, 16.0, "KiB"),

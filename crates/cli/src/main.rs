@@ -10,6 +10,8 @@ use portcullis_gateway::downstream;
 use portcullis_gateway::{Config, Gateway};
 use tokio_util::sync::CancellationToken;
 
+mod registry;
+
 /// Portcullis sits between AI hosts and the MCP servers they use: hosts connect
 /// to one endpoint, and Portcullis connects to the approved upstream servers.
 #[derive(Parser)]
@@ -44,6 +46,13 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
+    },
+    /// Manage the registry of approved servers and their pinned tool metadata.
+    Registry {
+        #[command(flatten)]
+        store: registry::StoreArgs,
+        #[command(subcommand)]
+        command: registry::Command,
     },
     /// Run the bundled demo MCP server (the quickstart's upstream) on stdio, or on HTTP with --http.
     Demo {
@@ -104,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .listen
                 .clone()
                 .context("the configuration has no [listen] section; add one or use `portcullis stdio`")?;
-            let gateway = Gateway::start(c)?;
+            let gateway = Gateway::start(c).await?;
             let listener = tokio::net::TcpListener::bind(settings.address)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.address))?;
@@ -123,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stdio { config, route } => {
             init_logs();
             let c = Config::load(&config)?;
-            let gateway = Gateway::start(c)?;
+            let gateway = Gateway::start(c).await?;
             let route = match route {
                 Some(path) => gateway.route_for_path(&path).with_context(|| format!("no route with path {path}"))?,
                 None => gateway.routes.first().cloned().context("no routes configured")?,
@@ -132,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gateway.shutdown().await;
             Ok(())
         }
+        Command::Registry { store, command } => registry::run(store, command).await,
         Command::Demo { http } => {
             match http {
                 Some(addr) => {

@@ -20,5 +20,7 @@ mod faults;
 mod hosts;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/registry.rs"]
+mod registry;
 #[path = "e2e/routing.rs"]
 mod routing;

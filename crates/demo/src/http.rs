@@ -33,6 +33,10 @@ pub const ENDPOINT: &str = "/mcp";
 
 /// Serves MCP on `listener` until the process ends.
 pub async fn serve(listener: TcpListener) -> io::Result<()> {
+    // Without TCP_NODELAY a streamed response's small writes wait on the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+        let _ = s.set_nodelay(true);
+    });
     axum::serve(listener, router()).await
 }
 

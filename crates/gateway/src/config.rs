@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use portcullis_registry::scan::Severity;
 use serde::Deserialize;
 use serde_spanned::Spanned;
+
+use crate::registry::{Mode, RegistrySettings};
 
 /// The raw configuration file.
 #[derive(Debug, Deserialize)]
@@ -26,6 +29,32 @@ pub struct RawConfig {
     /// The routes hosts connect to, each exposing a set of upstreams as one server.
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+    /// The registry of approved servers; absent means the defaults (enforce, `sqlite://portcullis.db`).
+    pub registry: Option<RawRegistry>,
+}
+
+/// `[registry]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// `enforce` (only approved servers, only pinned metadata), `audit` (connect and serve,
+    /// record what would have been refused) or `off` (development).
+    #[serde(default = "default_mode")]
+    pub mode: Spanned<String>,
+    /// The store: `sqlite://path.db` (created if missing; relative to the working directory)
+    /// or `postgres://…` (shared by replicas).
+    #[serde(default = "default_store")]
+    pub store: Spanned<String>,
+    /// `server.json` documents (relative to this file) imported and approved at start when
+    /// the store does not have them yet.
+    #[serde(default)]
+    pub seed: Vec<Spanned<String>>,
+    /// How often every upstream's lists are observed again (drift without list-changed).
+    #[serde(default = "default_rescan", with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// Scan findings at or above this severity block approval without an explicit override.
+    #[serde(default = "default_block")]
+    pub block_severity: Spanned<String>,
 }
 
 /// `[gateway]`
@@ -132,6 +161,18 @@ pub struct RawRoute {
     pub on_upstream_failure: Spanned<String>,
 }
 
+fn default_mode() -> Spanned<String> {
+    Spanned::new(0..0, "enforce".to_owned())
+}
+fn default_store() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://portcullis.db".to_owned())
+}
+fn default_rescan() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_block() -> Spanned<String> {
+    Spanned::new(0..0, "high".to_owned())
+}
 fn default_name() -> String {
     "portcullis".to_owned()
 }
@@ -179,6 +220,7 @@ pub struct Config {
     pub listen: Option<ListenSettings>,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
+    pub registry: Option<RegistrySettings>,
 }
 
 /// Gateway-wide settings.
@@ -306,7 +348,8 @@ impl Config {
             fail(vec![Problem { line, key: "toml".to_owned(), message: e.message().to_owned() }])
         })?;
         let mut v = Validator { text, problems: Vec::new() };
-        let config = v.validate(raw);
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config = v.validate(raw, &base);
         if v.problems.is_empty() { Ok(config) } else { Err(fail(v.problems)) }
     }
 }
@@ -330,7 +373,8 @@ impl Validator<'_> {
         });
     }
 
-    fn validate(&mut self, raw: RawConfig) -> Config {
+    fn validate(&mut self, raw: RawConfig, base: &Path) -> Config {
+        let registry = self.registry(raw.registry, base);
         let gateway = GatewaySettings {
             name: raw.gateway.name,
             request_timeout: raw.gateway.request_timeout,
@@ -541,7 +585,62 @@ impl Validator<'_> {
                 message: "at least one [[route]] is needed".to_owned(),
             });
         }
-        Config { gateway, listen, upstreams, routes }
+        Config { gateway, listen, upstreams, routes, registry }
+    }
+}
+
+impl Validator<'_> {
+    fn registry(&mut self, raw: Option<RawRegistry>, base: &Path) -> Option<RegistrySettings> {
+        let raw = raw.unwrap_or(RawRegistry {
+            mode: default_mode(),
+            store: default_store(),
+            seed: Vec::new(),
+            rescan_interval: default_rescan(),
+            block_severity: default_block(),
+        });
+        let mode = match raw.mode.get_ref().as_str() {
+            "enforce" => Mode::Enforce,
+            "audit" => Mode::Audit,
+            "off" => Mode::Off,
+            other => {
+                self.problem(
+                    &raw.mode,
+                    "registry.mode",
+                    format!("unknown mode '{other}' (expected enforce, audit or off)"),
+                );
+                Mode::Enforce
+            }
+        };
+        let store = raw.store.get_ref().clone();
+        if !(store.starts_with("sqlite:") || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+            self.problem(&raw.store, "registry.store", "expected sqlite://path.db or postgres://…");
+        }
+        let block_severity = match raw.block_severity.get_ref().parse::<Severity>() {
+            Ok(s) => s,
+            Err(_) => {
+                self.problem(
+                    &raw.block_severity,
+                    "registry.block_severity",
+                    "expected info, low, medium, high or critical",
+                );
+                Severity::High
+            }
+        };
+        let mut seed = Vec::new();
+        for (i, path) in raw.seed.iter().enumerate() {
+            let full = base.join(path.get_ref());
+            if !full.is_file() {
+                self.problem(path, format!("registry.seed[{i}]"), format!("no such file: {}", full.display()));
+            }
+            seed.push(full);
+        }
+        Some(RegistrySettings {
+            mode,
+            store,
+            seed,
+            rescan_interval: raw.rescan_interval.max(Duration::from_secs(1)),
+            block_severity,
+        })
     }
 }
 

@@ -23,8 +23,10 @@ use crate::config::{Config, UpstreamTransport};
 use crate::error::GatewayError;
 use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
 use crate::pipeline::{CallContext, Pipeline};
+use crate::registry::{Mode, Registry};
 use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, Upstream};
 use crate::session::Session;
+use portcullis_registry::pinning::ItemKind;
 
 /// Who is asking: the route, the host's era, and its session or per-request capabilities.
 #[derive(Clone)]
@@ -79,6 +81,8 @@ pub struct Gateway {
     upstreams: Vec<Arc<Upstream>>,
     pipeline: Pipeline,
     parked: ParkedCalls,
+    registry: Option<Arc<Registry>>,
+    client_info: ClientInfo,
 }
 
 /// The capabilities the gateway declares to upstreams as their client.
@@ -87,48 +91,21 @@ const GATEWAY_CLIENT_CAPABILITIES: &str = r#"{"elicitation":{},"sampling":{},"ro
 const MAX_INPUT_ROUNDS: usize = 8;
 
 impl Gateway {
-    /// Starts every upstream link and builds the routes.
-    pub fn start(config: Config) -> Result<Arc<Self>, GatewayError> {
-        let client = ClientInfo {
+    /// Opens the registry, builds the routes, and connects every upstream the registry admits.
+    pub async fn start(config: Config) -> Result<Arc<Self>, GatewayError> {
+        let registry = match &config.registry {
+            Some(settings) if settings.mode != Mode::Off => {
+                Some(Registry::open(settings.clone()).await.map_err(GatewayError::Internal)?)
+            }
+            _ => None,
+        };
+        let client_info = ClientInfo {
             name: config.gateway.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             capabilities: raw(GATEWAY_CLIENT_CAPABILITIES),
         };
-        let mut upstreams = Vec::new();
-        for u in &config.upstreams {
-            let link = match &u.transport {
-                UpstreamTransport::Stdio { command, args, env, inherit_env, cwd } => {
-                    Link::Stdio(StdioLink::start(StdioConfig {
-                        name: u.name.clone(),
-                        command: command.clone(),
-                        args: args.clone(),
-                        env: env.clone(),
-                        inherit_env: inherit_env.clone(),
-                        cwd: cwd.clone(),
-                        max_message_bytes: config.gateway.max_message_bytes,
-                        shutdown_grace: Duration::from_secs(2),
-                        max_backoff: Duration::from_secs(30),
-                    }))
-                }
-                UpstreamTransport::Http { url } | UpstreamTransport::Sse { url } => {
-                    let url = reqwest_url(url).map_err(|e| GatewayError::Internal(format!("{}: {e}", u.name)))?;
-                    let cfg = HttpConfig {
-                        name: u.name.clone(),
-                        url,
-                        headers: Vec::new(),
-                        connect_timeout: Duration::from_secs(5),
-                        max_message_bytes: config.gateway.max_message_bytes,
-                    };
-                    let link = match u.transport {
-                        UpstreamTransport::Sse { .. } => LegacySseLink::start(cfg).map(Link::LegacySse),
-                        _ => HttpLink::new(cfg).map(|l| Link::Http(Arc::new(l))),
-                    };
-                    link.map_err(|e| GatewayError::Internal(format!("{}: {e}", u.name)))?
-                }
-            };
-            let client = UpstreamClient::new(link, u.era, client.clone(), config.gateway.probe_timeout);
-            upstreams.push(Arc::new(Upstream::new(u.clone(), client)));
-        }
+        let upstreams: Vec<Arc<Upstream>> =
+            config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone()))).collect();
         let routes: Vec<Arc<Route>> = config
             .routes
             .iter()
@@ -137,12 +114,15 @@ impl Gateway {
                 Arc::new(Route::new(r.clone(), members))
             })
             .collect();
+        let pipeline = Pipeline::standard(registry.clone());
         let gateway = Arc::new(Self {
             config,
             routes,
             upstreams,
-            pipeline: Pipeline::standard(),
+            pipeline,
             parked: ParkedCalls::default(),
+            registry,
+            client_info,
         });
         let sweeper = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -155,19 +135,131 @@ impl Gateway {
                 }
             }
         });
-        for (index, upstream) in gateway.upstreams.iter().enumerate() {
-            tokio::spawn(pump_upstream_events(Arc::downgrade(&gateway), index, upstream.client.link().subscribe()));
+        for index in 0..gateway.upstreams.len() {
             tokio::spawn(listen_upstream(Arc::downgrade(&gateway), index));
-            // Warm up: discover each upstream's era now rather than on the first host request.
-            let client = Arc::clone(&upstream.client);
-            let timeout = upstream.settings.timeout;
-            tokio::spawn(async move {
-                if let Err(e) = client.info(timeout).await {
-                    tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
-                }
-            });
+        }
+        gateway.reconcile().await?;
+        if let Some(registry) = &gateway.registry {
+            tokio::spawn(follow_registry(Arc::downgrade(&gateway), Arc::clone(registry)));
         }
         Ok(gateway)
+    }
+
+    /// Connects the upstreams the registry admits and disconnects the ones it no longer does.
+    async fn reconcile(self: &Arc<Self>) -> Result<(), GatewayError> {
+        for (index, upstream) in self.upstreams.iter().enumerate() {
+            let admitted = self.registry.as_ref().is_none_or(|r| r.admission(&upstream.settings.name).is_ok());
+            let connected = upstream.client.current().is_some();
+            if admitted && !connected {
+                self.connect(index)?;
+            } else if !admitted && connected {
+                if let Some(old) = upstream.client.replace(None) {
+                    tracing::warn!(server = %upstream.settings.name, "no longer approved in the registry; disconnected");
+                    old.link().shutdown().await;
+                }
+            } else if !admitted {
+                tracing::warn!(server = %upstream.settings.name, "not approved in the registry; not connected");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an upstream's link and client.
+    fn connect(self: &Arc<Self>, index: usize) -> Result<(), GatewayError> {
+        let Some(upstream) = self.upstreams.get(index) else { return Ok(()) };
+        let u = &upstream.settings;
+        let max_message_bytes = self.config.gateway.max_message_bytes;
+        let link = match &u.transport {
+            UpstreamTransport::Stdio { command, args, env, inherit_env, cwd } => {
+                Link::Stdio(StdioLink::start(StdioConfig {
+                    name: u.name.clone(),
+                    command: command.clone(),
+                    args: args.clone(),
+                    env: env.clone(),
+                    inherit_env: inherit_env.clone(),
+                    cwd: cwd.clone(),
+                    max_message_bytes,
+                    shutdown_grace: Duration::from_secs(2),
+                    max_backoff: Duration::from_secs(30),
+                }))
+            }
+            UpstreamTransport::Http { url } | UpstreamTransport::Sse { url } => {
+                let url = reqwest_url(url).map_err(|e| GatewayError::Internal(format!("{}: {e}", u.name)))?;
+                let cfg = HttpConfig {
+                    name: u.name.clone(),
+                    url,
+                    headers: Vec::new(),
+                    connect_timeout: Duration::from_secs(5),
+                    max_message_bytes,
+                };
+                let link = match u.transport {
+                    UpstreamTransport::Sse { .. } => LegacySseLink::start(cfg).map(Link::LegacySse),
+                    _ => HttpLink::new(cfg).map(|l| Link::Http(Arc::new(l))),
+                };
+                link.map_err(|e| GatewayError::Internal(format!("{}: {e}", u.name)))?
+            }
+        };
+        let client = UpstreamClient::new(link, u.era, self.client_info.clone(), self.config.gateway.probe_timeout);
+        tokio::spawn(pump_upstream_events(Arc::downgrade(self), index, client.link().subscribe()));
+        upstream.client.replace(Some(Arc::clone(&client)));
+        upstream.subscriptions_changed.notify_one();
+        // Warm up: discover the era now, and let the registry see what the upstream offers.
+        let gateway = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if let Err(e) = client.info(u_timeout(&gateway, index)).await {
+                tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
+            }
+            if let Some(g) = gateway.upgrade() {
+                g.observe_upstream(index).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Lists everything an upstream offers (every page) so the registry sees it: drift is
+    /// recorded, and items no longer offered are marked removed.
+    async fn observe_upstream(&self, index: usize) {
+        let (Some(registry), Some(upstream)) = (&self.registry, self.upstreams.get(index)) else { return };
+        let Ok(info) = upstream.client.info(upstream.settings.timeout).await else { return };
+        let mut present = Vec::new();
+        for (kind, item_kind) in [
+            (ListKind::Tools, ItemKind::Tool),
+            (ListKind::Prompts, ItemKind::Prompt),
+            (ListKind::ResourceTemplates, ItemKind::ResourceTemplate),
+        ] {
+            if !info.has_capability(kind.capability()) {
+                continue;
+            }
+            let mut cursor: Option<String> = None;
+            for _page in 0..100 {
+                let params = cursor.as_ref().map(|c| raw(serde_json::json!({ "cursor": c }).to_string()));
+                let opts = RequestOptions {
+                    timeout: upstream.settings.timeout,
+                    name: None,
+                    host_capabilities: None,
+                    param_headers: &[],
+                    log_level: None,
+                };
+                let Ok(response) = upstream.client.request(kind.method(), params.as_deref(), opts, None).await else {
+                    return;
+                };
+                let MessageKind::Response { outcome: Outcome::Result(result), .. } = response.kind else { return };
+                let Some(page) = RawObject::parse(&result) else { return };
+                let items: Vec<Box<RawValue>> =
+                    page.get(kind.field()).and_then(|l| serde_json::from_str(l.get()).ok()).unwrap_or_default();
+                for item in items {
+                    if let Some(name) = RawObject::parse(&item).and_then(|o| o.get_str(item_kind.key_field())) {
+                        registry.admit_item(&upstream.settings.name, item_kind, &item).await;
+                        present.push((item_kind, name));
+                    }
+                }
+                cursor = page.get_str("nextCursor");
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        registry.observe_removals(&upstream.settings.name, &present).await;
     }
 
     /// The route serving an HTTP path.
@@ -178,7 +270,21 @@ impl Gateway {
 
     /// Stops every upstream.
     pub async fn shutdown(&self) {
-        join_all(self.upstreams.iter().map(|u| u.client.link().shutdown())).await;
+        let clients: Vec<_> = self.upstreams.iter().filter_map(|u| u.client.replace(None)).collect();
+        join_all(clients.iter().map(|c| c.link().shutdown())).await;
+    }
+
+    /// The registry control, when one is configured.
+    pub fn registry(&self) -> Option<&Arc<Registry>> {
+        self.registry.as_ref()
+    }
+
+    /// Refuses an upstream the registry does not admit.
+    fn admitted(&self, upstream: &Upstream) -> Result<(), GatewayError> {
+        match &self.registry {
+            Some(r) => r.admission(&upstream.settings.name).map_err(GatewayError::Denied),
+            None => Ok(()),
+        }
     }
 
     /// What the gateway answers to a legacy `initialize`.
@@ -355,6 +461,7 @@ impl Gateway {
                     .get_str("uri")
                     .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
                 let target = self.resource_target(host, &uri).await?;
+                self.admitted(&target.upstream)?;
                 if let Some(binding) = self.parked_binding(host, method, &uri, &p) {
                     return self.resume(host, binding, &p, related).await;
                 }
@@ -393,6 +500,7 @@ impl Gateway {
                         ));
                     }
                 };
+                self.admitted(&target.upstream)?;
                 self.forward(
                     host,
                     &target,
@@ -570,6 +678,10 @@ impl Gateway {
                 params.insert_str("cursor", c);
             }
             async move {
+                if self.admitted(upstream).is_err() {
+                    // Not approved: invisible, not a failure.
+                    return Ok(None);
+                }
                 let info =
                     upstream.client.info(upstream.settings.timeout).await.map_err(|e| upstream_error(upstream, e))?;
                 if !info.has_capability(kind.capability()) {
@@ -627,7 +739,14 @@ impl Gateway {
             ttl = Some(ttl.map_or(upstream_ttl, |t| t.min(upstream_ttl)));
             let list: Vec<Box<RawValue>> =
                 page.get(kind.field()).and_then(|l| serde_json::from_str(l.get()).ok()).unwrap_or_default();
+            let upstream_name = &route.members[*member].settings.name;
             for item in list {
+                if let Some(registry) = &self.registry
+                    && let Some(item_kind) = kind.pinned()
+                    && !registry.admit_item(upstream_name, item_kind, &item).await
+                {
+                    continue;
+                }
                 if let Some(item) = self.expose_item(route, *member, kind, item) {
                     items.push(item);
                 }
@@ -1008,7 +1127,7 @@ fn start_call(
     param_headers: &[(String, String)],
     related: mpsc::Sender<Message>,
 ) -> CallFuture {
-    let client = Arc::clone(&upstream.client);
+    let client = upstream.client.current();
     let timeout = upstream.settings.timeout;
     let method = method.to_owned();
     let name = name.map(str::to_owned);
@@ -1023,6 +1142,7 @@ fn start_call(
             param_headers: &param_headers,
             log_level: log_level.as_deref(),
         };
+        let client = client.ok_or_else(|| UpstreamError::Unavailable("not connected".to_owned()))?;
         client.request(&method, params.as_deref(), opts, Some(related)).await
     })
 }
@@ -1156,6 +1276,44 @@ fn translate_error(error: Box<RawValue>, modern_host: bool, method: &str) -> Box
 
 fn reqwest_url(text: &str) -> Result<reqwest::Url, String> {
     reqwest::Url::parse(text).map_err(|e| e.to_string())
+}
+
+fn u_timeout(gateway: &std::sync::Weak<Gateway>, index: usize) -> Duration {
+    gateway
+        .upgrade()
+        .and_then(|g| g.upstreams.get(index).map(|u| u.settings.timeout))
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// Follows the registry: reloads when the store's revision moves (an approval, a revocation,
+/// another replica's observation), reconnects accordingly and tells hosts their lists may
+/// have changed; observes every upstream's lists again on the rescan interval.
+async fn follow_registry(gateway: std::sync::Weak<Gateway>, registry: Arc<Registry>) {
+    let mut last_scan = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(g) = gateway.upgrade() else { return };
+        match registry.reload().await {
+            Ok(true) => {
+                if let Err(e) = g.reconcile().await {
+                    tracing::error!(error = %e, "cannot apply the registry's change");
+                }
+                for route in &g.routes {
+                    for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+                        let _ = route.events.send(RouteEvent::ListChanged(kind));
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "registry store unreachable; keeping the last snapshot"),
+        }
+        if last_scan.elapsed() >= registry.rescan_interval() {
+            last_scan = std::time::Instant::now();
+            for index in 0..g.upstreams.len() {
+                g.observe_upstream(index).await;
+            }
+        }
+    }
 }
 
 /// Turns an upstream's unsolicited messages into route events.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gateway;
 pub mod parked;
 pub mod pipeline;
+pub mod registry;
 pub mod route;
 pub mod session;
 

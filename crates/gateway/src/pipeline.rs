@@ -2,7 +2,7 @@
 //! is written down here and nowhere else:
 //!
 //! ```text
-//! listener ─▶ session/era ─▶ route ─▶ forward (upstream) ─▶ relay result ─▶ host
+//! listener ─▶ session/era ─▶ route ─▶ registry & pin check ─▶ forward (upstream) ─▶ relay result ─▶ host
 //! ```
 //!
 //! A stage gets the typed request context and returns continue or a typed
@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use portcullis_registry::pinning::ItemKind;
+
 use crate::error::{Denied, GatewayError};
+use crate::registry::Registry;
 use crate::route::{Route, Target};
 
 /// What the pipeline knows of one request once it has been routed.
@@ -49,8 +52,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// The stages in their fixed order.
-    pub fn standard() -> Self {
-        Self { stages: vec![Arc::new(RouteStage)] }
+    pub fn standard(registry: Option<Arc<Registry>>) -> Self {
+        let mut stages: Vec<Arc<dyn Stage>> = vec![Arc::new(RouteStage)];
+        if let Some(registry) = registry {
+            stages.push(Arc::new(RegistryStage { registry }));
+        }
+        Self { stages }
     }
 
     /// Runs every stage; the first refusal wins.
@@ -91,6 +98,30 @@ impl Stage for RouteStage {
                 reason,
                 message: format!("unknown {kind}: {}", call.name),
             }),
+        }
+    }
+}
+
+/// Only approved servers, and only their approved (pinned, unchanged) tools and prompts.
+struct RegistryStage {
+    registry: Arc<Registry>,
+}
+
+impl Stage for RegistryStage {
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn check(&self, call: &mut CallContext<'_>) -> Verdict {
+        let Some(target) = &call.target else { return Verdict::Continue };
+        let kind = match call.method {
+            "tools/call" => ItemKind::Tool,
+            "prompts/get" => ItemKind::Prompt,
+            _ => return Verdict::Continue,
+        };
+        match self.registry.check_call(&target.upstream.settings.name, kind, &target.name) {
+            Ok(()) => Verdict::Continue,
+            Err(denied) => Verdict::Reject(denied),
         }
     }
 }

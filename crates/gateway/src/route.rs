@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_transport::UpstreamClient;
+use portcullis_transport::client::{RequestOptions, UpstreamInfo};
+use portcullis_transport::{UpstreamClient, UpstreamError};
 use portcullis_wire::param_header::ParamHeader;
 use tokio::sync::{Notify, broadcast};
 
@@ -15,10 +16,54 @@ use crate::config::{FailurePolicy, Naming, RouteSettings, UpstreamSettings};
 /// The longest tool or prompt name the spec allows.
 pub const MAX_NAME: usize = 128;
 
+/// An upstream's client, present only while the upstream is connected (the registry may
+/// keep an unapproved server from ever being started, and disconnect a revoked one).
+#[derive(Default)]
+pub struct Connection {
+    current: RwLock<Option<Arc<UpstreamClient>>>,
+}
+
+impl Connection {
+    /// The client, if connected.
+    pub fn current(&self) -> Option<Arc<UpstreamClient>> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the client; returns the previous one.
+    pub fn replace(&self, client: Option<Arc<UpstreamClient>>) -> Option<Arc<UpstreamClient>> {
+        std::mem::replace(&mut *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner), client)
+    }
+
+    fn connected(&self) -> Result<Arc<UpstreamClient>, UpstreamError> {
+        self.current().ok_or_else(|| UpstreamError::Unavailable("not connected".to_owned()))
+    }
+
+    /// See [`UpstreamClient::info`].
+    pub async fn info(&self, timeout: std::time::Duration) -> Result<Arc<UpstreamInfo>, UpstreamError> {
+        self.connected()?.info(timeout).await
+    }
+
+    /// See [`UpstreamClient::request`].
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<&serde_json::value::RawValue>,
+        opts: RequestOptions<'_>,
+        related: Option<portcullis_transport::Related>,
+    ) -> Result<portcullis_wire::Message, UpstreamError> {
+        self.connected()?.request(method, params, opts, related).await
+    }
+
+    /// See [`UpstreamClient::send`].
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), UpstreamError> {
+        self.connected()?.send(message).await
+    }
+}
+
 /// One upstream server as the gateway runs it.
 pub struct Upstream {
     pub settings: UpstreamSettings,
-    pub client: Arc<UpstreamClient>,
+    pub client: Connection,
     /// Each tool's `x-mcp-header` annotations, learned from its list results.
     tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
     /// Resource URIs hosts subscribed to on this upstream, with how many hosts did.
@@ -28,11 +73,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream with nothing learned yet.
-    pub fn new(settings: UpstreamSettings, client: Arc<UpstreamClient>) -> Self {
+    /// An upstream, not connected yet, with nothing learned yet.
+    pub fn new(settings: UpstreamSettings) -> Self {
         Self {
             settings,
-            client,
+            client: Connection::default(),
             tool_headers: RwLock::new(HashMap::new()),
             resource_subs: Mutex::new(HashMap::new()),
             subscriptions_changed: Notify::new(),
@@ -153,6 +198,17 @@ impl ListKind {
             Self::Tools => "tools",
             Self::Prompts => "prompts",
             Self::Resources | Self::ResourceTemplates => "resources",
+        }
+    }
+
+    /// The kind of pinned item the list holds (static resources are not pinned).
+    pub fn pinned(self) -> Option<portcullis_registry::pinning::ItemKind> {
+        use portcullis_registry::pinning::ItemKind;
+        match self {
+            Self::Tools => Some(ItemKind::Tool),
+            Self::Prompts => Some(ItemKind::Prompt),
+            Self::ResourceTemplates => Some(ItemKind::ResourceTemplate),
+            Self::Resources => None,
         }
     }
 

@@ -146,9 +146,9 @@ struct RawEnvelope<'a> {
     method: Option<&'a RawValue>,
     #[serde(borrow)]
     params: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     result: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     error: Option<&'a RawValue>,
 }
 
@@ -159,6 +159,14 @@ where
 {
     let raw: &'de RawValue = Deserialize::deserialize(d)?;
     Ok(Some(if raw.get() == "null" { None } else { Some(raw) }))
+}
+
+/// Keeps an explicit `null` as the raw text `null` (a response's `"result": null` is valid).
+fn present_raw<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Deserialize::deserialize(d).map(Some)
 }
 
 impl Message {
@@ -401,6 +409,16 @@ mod tests {
             invalid_reason(r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#),
             "a response cannot carry both result and error"
         );
+    }
+
+    #[test]
+    fn accepts_a_null_result() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":1,"result":null}"#).expect("a null result is valid");
+        assert!(matches!(m.kind, MessageKind::Response { outcome: Outcome::Result(ref r), .. } if r.get() == "null"));
+        assert_eq!(m.to_bytes(), br#"{"jsonrpc":"2.0","id":1,"result":null}"#.to_vec());
+        let err =
+            Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","result":null}"#).expect_err("request with result");
+        assert!(matches!(err, ParseError::Invalid { .. }));
     }
 
     #[test]

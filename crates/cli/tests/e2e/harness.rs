@@ -43,6 +43,11 @@ pub fn fixture(name: &str) -> PathBuf {
     require(workspace().join("tests/fixtures").join(name))
 }
 
+/// Tests about the protocol run without the registry; registry tests say what they want.
+pub fn without_registry(config: &str) -> String {
+    if config.contains("[registry]") { config.to_owned() } else { format!("[registry]\nmode = \"off\"\n\n{config}") }
+}
+
 /// The bundled demo as a stdio upstream named `demo`.
 pub const DEMO_UPSTREAM: &str = r#"
 [[upstream]]
@@ -114,13 +119,19 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `portcullis serve` with this configuration (a `[listen]` on a free port is added).
     pub fn start(config: &str) -> Self {
+        let config = without_registry(config);
+        Self::launch(&format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\nallowed_origins = [\"http://localhost:*\"]\n\n{config}"
+        ))
+    }
+
+    /// Starts `portcullis serve` with a complete configuration, on a free port.
+    pub fn launch(full: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("portcullis.toml");
-        let full =
-            format!("[listen]\naddress = \"127.0.0.1:0\"\nallowed_origins = [\"http://localhost:*\"]\n\n{config}");
         std::fs::write(&path, full).expect("write config");
         let mut child = Command::new(portcullis())
-            .args(["serve", "--config"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
             .current_dir(workspace())
             .env("PORTCULLIS_LOG", "info,portcullis_transport=debug")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    DEMO_UPSTREAM, Gateway, Proc, free_port, host, host_stdio, names, portcullis, text, wait_for_port,
+    DEMO_UPSTREAM, Gateway, Proc, free_port, host, host_stdio, names, portcullis, text, wait_for_port, without_registry,
 };
 
 fn demo() -> String {
@@ -81,7 +81,7 @@ fn stdio_cmd(gw_config: &std::path::Path) -> Vec<String> {
 fn hosts_can_launch_the_gateway_over_stdio_in_both_eras() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("stdio.toml");
-    std::fs::write(&config, demo()).expect("write config");
+    std::fs::write(&config, without_registry(&demo())).expect("write config");
     for mode in ["legacy", "2026-07-28"] {
         let out = host_stdio(&stdio_cmd(&config), mode, tour(), &[]);
         assert_tour(&out);

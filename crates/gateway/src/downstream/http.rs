@@ -725,6 +725,10 @@ fn empty(status: StatusCode) -> Response {
 
 /// Serves the listener until `stop` is cancelled.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) -> std::io::Result<()> {
+    // Without TCP_NODELAY a streamed response's small writes wait on the host's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
+        let _ = s.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 

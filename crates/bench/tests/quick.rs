@@ -1,0 +1,97 @@
+//! Smoke check of the harness (never of the gateway's speed): `--quick` with a tiny budget against
+//! the real `portcullis` binary must produce a report with every scenario and sane numbers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The `portcullis` binary of this build profile, built first if `cargo test` did not build it.
+fn portcullis() -> PathBuf {
+    let bench = Path::new(env!("CARGO_BIN_EXE_portcullis-bench"));
+    let dir = bench.parent().expect("target profile directory");
+    let exe = dir.join("portcullis");
+    if !exe.is_file() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "portcullis"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build -p portcullis");
+        assert!(status.success(), "cargo build -p portcullis failed");
+    }
+    exe
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in {v}"))
+}
+
+#[test]
+fn quick_mode_reports_every_scenario_with_sane_numbers() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
+        .args(["--quick", "--slice-ms", "100", "--rounds", "1", "--sessions", "50", "--upstreams", "1,2"])
+        .arg("--portcullis")
+        .arg(portcullis())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run portcullis-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "portcullis-bench failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("targets (issue 3)"), "no table on stdout:\n{stdout}");
+
+    let text = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
+    let report: Value = serde_json::from_str(&text).expect("bench.json is JSON");
+    assert_eq!(report["mode"], "quick");
+    let runs = report["runs"].as_array().expect("runs");
+    for (scenario, load) in [
+        ("call_small", "closed"),
+        ("call_small", "fixed_rate"),
+        ("call_64k", "closed"),
+        ("list", "closed"),
+        ("call_legacy", "closed"),
+        ("call_sse", "closed"),
+        ("initialize", "closed"),
+        ("discover", "closed"),
+        ("agg_list", "closed"),
+        ("agg_call", "closed"),
+    ] {
+        assert!(runs.iter().any(|r| r["scenario"] == scenario && r["load"] == load), "no {load} run of {scenario}");
+    }
+    let targets: Vec<&str> = runs
+        .iter()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
+        .filter_map(|m| m["target"].as_str())
+        .collect();
+    for t in ["direct-http", "gateway-http", "gateway-stdio", "gateway-agg1", "gateway-agg2"] {
+        assert!(targets.contains(&t), "target {t} never measured");
+    }
+    for run in runs {
+        for m in run["results"].as_array().expect("results") {
+            let what = format!("{} c={} {}", run["scenario"], run["concurrency"], m["target"]);
+            assert!(number(m, "requests") > 0.0, "{what}: no requests");
+            assert_eq!(number(m, "errors"), 0.0, "{what}: errors: {}", m["first_error"]);
+            assert!(number(m, "throughput_rps") > 0.0, "{what}: no throughput");
+            let (p50, p90, p99, max) =
+                (number(m, "p50_us"), number(m, "p90_us"), number(m, "p99_us"), number(m, "max_us"));
+            assert!(0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{what}: percentiles out of order");
+        }
+        if run["results"].as_array().is_some_and(|r| r.iter().any(|m| m["target"] == "direct-http")) {
+            assert!(
+                !run["comparisons"].as_array().expect("comparisons").is_empty(),
+                "{}: no comparison",
+                run["scenario"]
+            );
+        }
+    }
+    let memory = &report["memory"];
+    assert!(number(memory, "gateway_peak_rss_kib") > 0.0);
+    assert_eq!(memory["idle_sessions"][0]["sessions"], 50);
+    assert!(number(&memory["idle_sessions"][0], "bytes_per_session").is_finite());
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(7));
+    let svg = std::fs::read_to_string(out.path().join("latency.svg")).expect("latency.svg");
+    assert!(svg.starts_with("<svg") && svg.contains("gateway-http"), "not the latency plot");
+}

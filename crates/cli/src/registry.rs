@@ -1,0 +1,377 @@
+//! `portcullis registry …`: the operator's interface to the registry, working on
+//! the same store as the running gateway (which picks changes up within a second).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use portcullis_gateway::Config;
+use portcullis_gateway::registry::now_ms;
+use portcullis_registry::pinning::{self, ItemKind};
+use portcullis_registry::scan::{Finding, ScanConfig, Scanner, Severity, max_severity};
+use portcullis_registry::server_json::{ServerEntry, ServerJson};
+use portcullis_store::{EntryRecord, EntryStatus, PinKind, PinRecord, PinState, Store, StoreError};
+
+/// Where the registry is.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Read the store URL (and the blocking severity) from this configuration's `[registry]`.
+    #[arg(short, long, env = "PORTCULLIS_CONFIG", conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The store URL (`sqlite://portcullis.db`, `postgres://…`).
+    #[arg(long)]
+    store: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Add one server.json document (with its `io.portcullis/governance` fields) as a pending entry.
+    Add { file: PathBuf },
+    /// Import documents: one, a JSON array of them, or a registry listing (`{"servers": [{"server": …}]}`).
+    Import { file: PathBuf },
+    /// List the entries.
+    List,
+    /// Show an entry: its document, status, pins and recent drift.
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Approve an entry and its pending tools, prompts and resource templates.
+    Approve {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+        /// Approve despite scan findings at or above the blocking severity; the reason is recorded.
+        #[arg(long = "override", value_name = "REASON")]
+        override_reason: Option<String>,
+        /// Who approves (recorded); default: $USER.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Revoke an entry: the gateway disconnects the server and refuses its calls.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Show what changed in each quarantined item since it was approved.
+    Diff { name: String },
+    /// Scan an entry's observed metadata for poisoning.
+    Scan { name: String },
+    /// Print an entry as server.json, with its governance and current pins.
+    Export {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
+struct Registry {
+    store: Store,
+    block: Severity,
+}
+
+async fn open(args: &StoreArgs) -> anyhow::Result<Registry> {
+    let (url, block) = match (&args.config, &args.store) {
+        (_, Some(url)) => (url.clone(), Severity::High),
+        (Some(path), None) => {
+            let config = Config::load(path)?;
+            let registry = config.registry.context("the configuration has no registry")?;
+            (registry.store, registry.block_severity)
+        }
+        (None, None) => bail!("say where the registry is: --config F or --store URL"),
+    };
+    let store =
+        Store::connect(&url).await.with_context(|| format!("cannot open the registry store {}", redact(&url)))?;
+    Ok(Registry { store, block })
+}
+
+/// A URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn actor(given: Option<String>) -> String {
+    given.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".to_owned())
+}
+
+/// Runs a registry command.
+pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
+    let cx = open(&args).await?;
+    match command {
+        Command::Add { file } => {
+            let entry = ServerEntry::import(&read(&file)?).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            add(&cx, &entry).await?;
+            println!("added {} {} (pending approval)", entry.server.name, entry.server.version);
+        }
+        Command::Import { file } => {
+            let text = read(&file)?;
+            let entries = documents(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let mut problems = Vec::new();
+            let mut added = 0;
+            for (i, doc) in entries.into_iter().enumerate() {
+                let parsed = serde_json::from_value::<ServerJson>(doc)
+                    .map_err(|e| portcullis_registry::server_json::ImportError { problems: vec![e.to_string()] })
+                    .and_then(ServerEntry::from_server);
+                match parsed {
+                    Ok(entry) => match add(&cx, &entry).await {
+                        Ok(()) => added += 1,
+                        Err(e) => {
+                            problems.push(format!("document {i} ({} {}): {e}", entry.server.name, entry.server.version))
+                        }
+                    },
+                    Err(e) => problems.push(format!("document {i}: {e}")),
+                }
+            }
+            println!("imported {added} entr{} (pending approval)", if added == 1 { "y" } else { "ies" });
+            if !problems.is_empty() {
+                bail!("{} document(s) refused:\n{}", problems.len(), problems.join("\n"));
+            }
+        }
+        Command::List => {
+            println!("{:<40} {:<12} {:<9} {:<16} {:<9} DATA", "NAME", "VERSION", "STATUS", "UPSTREAM", "RISK");
+            for e in cx.store.list_entries().await? {
+                let g = governance(&e);
+                println!(
+                    "{:<40} {:<12} {:<9} {:<16} {:<9} {}",
+                    e.name,
+                    e.version,
+                    status(e.status),
+                    g.as_ref().map_or("?", |g| g.upstream.as_str()),
+                    g.as_ref().map_or("?".to_owned(), |g| g.risk_tier.to_string()),
+                    g.as_ref().map_or("?".to_owned(), |g| g.data_classification.to_string()),
+                );
+            }
+        }
+        Command::Show { name, version } => {
+            let e = entry(&cx, &name, version.as_deref()).await?;
+            println!("{} {} — {} (revision {}, by {})", e.name, e.version, status(e.status), e.revision, e.updated_by);
+            println!("{}", serde_json::to_string_pretty(&e.document)?);
+            println!("\npins:");
+            for p in cx.store.pins(&e.name).await? {
+                println!("  {:<9} {:<40} {}", state(p.state), key(&p), p.approved_hash.as_deref().unwrap_or("-"));
+            }
+            println!("\nrecent drift:");
+            for d in cx.store.drift(Some(&e.name), 20).await? {
+                println!(
+                    "  {:?} {} ({} finding(s))",
+                    d.change,
+                    pinning::pin_key(item_kind(d.kind), &d.name),
+                    d.findings.as_array().map_or(0, Vec::len)
+                );
+            }
+        }
+        Command::Approve { name, version, override_reason, actor: who } => {
+            approve(&cx, &name, version.as_deref(), override_reason.as_deref(), &actor(who)).await?;
+        }
+        Command::Revoke { name, version, actor: who } => {
+            let e = entry(&cx, &name, version.as_deref()).await?;
+            cx.store
+                .set_entry_status(&e.name, &e.version, EntryStatus::Revoked, e.revision, &actor(who))
+                .await
+                .map_err(conflict)?;
+            println!("revoked {} {}", e.name, e.version);
+        }
+        Command::Diff { name } => {
+            let mut any = false;
+            for p in cx.store.pins(&name).await? {
+                if !matches!(p.state, PinState::Quarantined | PinState::New) {
+                    continue;
+                }
+                any = true;
+                let old = p.approved_metadata.clone().unwrap_or(serde_json::Value::Null);
+                let new = p.observed_metadata.clone().unwrap_or(serde_json::Value::Null);
+                println!("{} ({}):\n{}\n", key(&p), state(p.state), pinning::render(&pinning::diff(&old, &new)));
+            }
+            if !any {
+                println!("nothing awaits approval for {name}");
+            }
+        }
+        Command::Scan { name } => {
+            let scanner = Scanner::new(&ScanConfig::default());
+            let mut worst = None;
+            for p in cx.store.pins(&name).await? {
+                let Some(metadata) = p.observed_metadata.as_ref().or(p.approved_metadata.as_ref()) else { continue };
+                let findings = scanner.scan(metadata);
+                worst = worst.max(max_severity(&findings));
+                print_findings(&key(&p), &findings);
+            }
+            match worst {
+                Some(s) if s >= cx.block => bail!("findings at {s:?} or above block approval"),
+                _ => println!("no finding blocks approval"),
+            }
+        }
+        Command::Export { name, version } => {
+            let e = entry(&cx, &name, version.as_deref()).await?;
+            let mut doc = e.document.clone();
+            let pins: serde_json::Map<String, serde_json::Value> = cx
+                .store
+                .pins(&e.name)
+                .await?
+                .into_iter()
+                .filter(|p| p.state == PinState::Approved)
+                .filter_map(|p| p.approved_hash.clone().map(|h| (key(&p), serde_json::Value::String(h))))
+                .collect();
+            if let Some(g) =
+                doc.pointer_mut(&format!("/_meta/{}", portcullis_registry::model::GOVERNANCE_KEY.replace('/', "~1")))
+            {
+                g["pins"] = serde_json::Value::Object(pins);
+            }
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+    }
+    Ok(())
+}
+
+async fn add(cx: &Registry, entry: &ServerEntry) -> anyhow::Result<()> {
+    let record = EntryRecord {
+        name: entry.server.name.clone(),
+        version: entry.server.version.clone(),
+        status: EntryStatus::Pending,
+        document: entry.export(),
+        revision: 1,
+        updated_by: actor(None),
+        updated_at_ms: now_ms(),
+    };
+    match cx.store.insert_entry(&record).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Duplicate { .. }) => bail!("{} {} is already in the registry", record.name, record.version),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn approve(
+    cx: &Registry,
+    name: &str,
+    version: Option<&str>,
+    override_reason: Option<&str>,
+    who: &str,
+) -> anyhow::Result<()> {
+    let e = entry(cx, name, version).await?;
+    let scanner = Scanner::new(&ScanConfig::default());
+    let pending: Vec<PinRecord> = cx
+        .store
+        .pins(&e.name)
+        .await?
+        .into_iter()
+        .filter(|p| matches!(p.state, PinState::New | PinState::Quarantined))
+        .collect();
+    let mut blocked = Vec::new();
+    for p in &pending {
+        if let Some(metadata) = &p.observed_metadata {
+            let findings = scanner.scan(metadata);
+            if max_severity(&findings).is_some_and(|s| s >= cx.block) {
+                print_findings(&key(p), &findings);
+                blocked.push(key(p));
+            }
+        }
+    }
+    if !blocked.is_empty() && override_reason.is_none() {
+        bail!(
+            "not approved: {} item(s) have findings at {:?} or above ({}); review them, then approve with --override \"reason\"",
+            blocked.len(),
+            cx.block,
+            blocked.join(", ")
+        );
+    }
+    if e.status != EntryStatus::Approved {
+        cx.store
+            .set_entry_status(&e.name, &e.version, EntryStatus::Approved, e.revision, who)
+            .await
+            .map_err(conflict)?;
+    }
+    let mut pinned = 0;
+    for p in &pending {
+        let Some(hash) = &p.observed_hash else { continue };
+        let reason = blocked.contains(&key(p)).then_some(override_reason).flatten();
+        cx.store.approve_pin(&e.name, p.kind, &p.name, hash, who, reason, now_ms()).await.map_err(conflict)?;
+        pinned += 1;
+    }
+    println!(
+        "approved {} {} ({pinned} item(s) pinned{})",
+        e.name,
+        e.version,
+        if blocked.is_empty() { "" } else { ", with override" }
+    );
+    Ok(())
+}
+
+fn conflict(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Conflict { what } => {
+            anyhow::anyhow!("{what} changed concurrently (another operator or replica); look again and retry")
+        }
+        other => other.into(),
+    }
+}
+
+async fn entry(cx: &Registry, name: &str, version: Option<&str>) -> anyhow::Result<EntryRecord> {
+    cx.store.get_entry(name, version).await?.with_context(|| match version {
+        Some(v) => format!("no registry entry {name} {v}"),
+        None => format!("no registry entry {name}"),
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The documents in an import file.
+fn documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
+    Ok(match value {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(ref o) if o.contains_key("servers") => o["servers"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s.get("server").cloned().unwrap_or_else(|| s.clone())).collect())
+            .unwrap_or_default(),
+        other => vec![other],
+    })
+}
+
+fn governance(e: &EntryRecord) -> Option<portcullis_registry::model::Governance> {
+    let server: ServerJson = serde_json::from_value(e.document.clone()).ok()?;
+    ServerEntry::from_server(server).ok().map(|s| s.governance)
+}
+
+fn print_findings(item: &str, findings: &[Finding]) {
+    for f in findings {
+        println!("  {item}: [{:?}] {} at {}: {} ({})", f.severity, f.rule, f.path, f.message, f.excerpt);
+    }
+}
+
+fn key(p: &PinRecord) -> String {
+    pinning::pin_key(item_kind(p.kind), &p.name)
+}
+
+fn item_kind(k: PinKind) -> ItemKind {
+    match k {
+        PinKind::Tool => ItemKind::Tool,
+        PinKind::Prompt => ItemKind::Prompt,
+        PinKind::ResourceTemplate => ItemKind::ResourceTemplate,
+    }
+}
+
+fn status(s: EntryStatus) -> &'static str {
+    match s {
+        EntryStatus::Pending => "pending",
+        EntryStatus::Approved => "approved",
+        EntryStatus::Revoked => "revoked",
+    }
+}
+
+fn state(s: PinState) -> &'static str {
+    match s {
+        PinState::Approved => "approved",
+        PinState::Quarantined => "quarantined",
+        PinState::New => "new",
+        PinState::Removed => "removed",
+    }
+}

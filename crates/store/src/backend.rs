@@ -1,0 +1,187 @@
+//! The two engines behind the store: which one a URL names, how it is opened, and how a query body
+//! is run on either.
+//!
+//! The SQL is the same text for both engines (`$N` placeholders, `RETURNING`, plain types); only the
+//! migrations differ. A body written once is compiled once per engine by [`on_pool!`] and
+//! [`in_write_tx!`], so no trait object or generic bound stands between a query and its engine.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::StoreError;
+use crate::migration;
+
+/// How long a SQLite writer waits for another writer (another task, the CLI) before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The first statement of every write transaction. On PostgreSQL its row lock also serializes
+/// writers across replicas, so a transaction's reads see everything committed before it.
+pub(crate) const BUMP_REVISION: &str = "UPDATE registry_revision SET revision = revision + 1 WHERE id = 1";
+
+/// A connection pool of one engine or the other.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Backend {
+    /// Opens the database a URL names and brings its schema up to date.
+    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(open_sqlite(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(open_postgres(url).await?)
+        } else {
+            return Err(StoreError::Invalid(
+                "unsupported store url: expected sqlite://path.db, sqlite::memory: or postgres://…".into(),
+            ));
+        };
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    /// The engine's name.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every pooled connection.
+    pub(crate) async fn close(&self) {
+        match self {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(pool) => {
+                let migrator = migration::SQLITE.migrator().await?;
+                // SQLite has no migration lock: when two processes migrate a fresh file at once, the
+                // loser fails on a table the winner just created; a second run finds it all applied.
+                if migrator.run(pool).await.is_err() {
+                    migrator.run(pool).await?;
+                }
+            }
+            Backend::Postgres(pool) => migration::POSTGRES.migrator().await?.run(pool).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Whether a `sqlite:` URL names an in-memory database.
+fn is_sqlite_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
+}
+
+async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
+    if is_sqlite_memory(url) {
+        // Every connection to `:memory:` would be a database of its own (sqlx names it for a shared
+        // cache, whose table locks ignore the busy timeout): one connection, kept for the pool's life.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        return Ok(pool);
+    }
+    if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir(parent)?;
+    }
+    let options =
+        options.create_if_missing(true).journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
+    let pool =
+        SqlitePoolOptions::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
+    Ok(pool)
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))
+}
+
+async fn open_postgres(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.application_name("portcullis");
+    let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
+    Ok(pool)
+}
+
+/// Evaluates `$body` with `$pool` bound to the engine's pool (the body is compiled once per engine).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::backend::Backend::Sqlite($pool) => $body,
+            $crate::backend::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in one write transaction (bound to `$tx`) that first bumps the registry revision.
+/// The body yields `Result<(value, changed)>`: an error or an unchanged store rolls back (so the
+/// revision moves only when something did), otherwise the transaction commits.
+macro_rules! in_write_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::backend::Backend::Sqlite(pool) => {
+                // IMMEDIATE takes the write lock up front (waiting up to the busy timeout) rather than
+                // failing when a read transaction later tries to upgrade.
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $crate::backend::in_write_tx!(@run $tx, $body)
+            }
+            $crate::backend::Backend::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                $crate::backend::in_write_tx!(@run $tx, $body)
+            }
+        }
+    };
+    (@run $tx:ident, $body:expr) => {{
+        sqlx::query($crate::backend::BUMP_REVISION).execute(&mut *$tx).await?;
+        let outcome: Result<(_, bool), $crate::StoreError> = async { $body }.await;
+        match outcome {
+            Ok((value, true)) => {
+                $tx.commit().await?;
+                Ok(value)
+            }
+            Ok((value, false)) => {
+                $tx.rollback().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The error is the news; a failed rollback only means the connection is gone.
+                let _ = $tx.rollback().await;
+                Err(e)
+            }
+        }
+    }};
+}
+
+pub(crate) use {in_write_tx, on_pool};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_in_memory_sqlite_urls() {
+        assert!(is_sqlite_memory("sqlite::memory:"));
+        assert!(is_sqlite_memory("sqlite://:memory:"));
+        assert!(is_sqlite_memory("sqlite://db?mode=memory"));
+        assert!(!is_sqlite_memory("sqlite://portcullis.db"));
+        assert!(!is_sqlite_memory("sqlite:memory.db"));
+    }
+}

@@ -1,0 +1,119 @@
+//! Persistence for the registry: entries, tool-metadata pins and the drift log, on SQLite (the
+//! embedded default: one file, WAL) or PostgreSQL (several gateway replicas), chosen by URL.
+//!
+//! Architecture invariant: only this crate knows SQL. Callers get plain records and [`StoreError`]s.
+//!
+//! Every write is one transaction that also bumps a single registry revision counter, so a gateway
+//! can poll [`Store::registry_revision`] to pick up changes made by the CLI or another replica. A
+//! write that turns out to change nothing (no pin to remove, nothing to approve) is rolled back and
+//! leaves the counter as it was. Entry rows carry their own revision for optimistic concurrency:
+//! of two writers naming the same expected revision, exactly one wins and the other gets
+//! [`StoreError::Conflict`].
+
+mod backend;
+mod drift;
+mod entry;
+mod error;
+mod migration;
+mod pin;
+mod record;
+
+pub use error::StoreError;
+pub use record::{DriftChange, DriftRecord, EntryRecord, EntryStatus, Observation, PinKind, PinRecord, PinState};
+
+use backend::{Backend, on_pool};
+
+/// A handle on the registry database; cheap to clone (the clones share one connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the database a URL names and applies pending migrations.
+    ///
+    /// `sqlite://path/to/file.db` (relative to the working directory; `sqlite:///abs/file.db` for an
+    /// absolute path; the file and its folder are created if missing), `sqlite::memory:` (for tests),
+    /// or `postgres://user@host:port/database`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Ok(Store { backend: Backend::connect(url).await? })
+    }
+
+    /// The engine in use: `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The registry revision: a counter that every committed write moves forward. One cheap read.
+    pub async fn registry_revision(&self) -> Result<i64, StoreError> {
+        let (revision,): (i64,) = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT revision FROM registry_revision WHERE id = 1").fetch_one(pool).await?
+        });
+        Ok(revision)
+    }
+
+    /// Closes the connections (waiting for the ones in use); later calls fail.
+    pub async fn close(&self) {
+        self.backend.close().await;
+    }
+}
+
+/// The JSON text a value is stored as.
+fn json_text(value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(format!("cannot serialize JSON: {e}")))
+}
+
+/// A stored JSON text, parsed back.
+fn json_value(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Backend(format!("unreadable JSON stored in {what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_unknown_url_schemes_without_echoing_them() {
+        let err = Store::connect("mysql://root:hunter2@db/registry").await.err();
+        match err {
+            Some(StoreError::Invalid(message)) => assert!(!message.contains("hunter2"), "{message}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_uses_wal_normal_sync_busy_timeout_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("nested").join("registry.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(path.is_file(), "the file is created with its folder");
+        let Backend::Sqlite(pool) = &store.backend else { panic!("expected sqlite") };
+        let text = |sql: &'static str| async move {
+            let (value,): (String,) =
+                sqlx::query_as(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            value
+        };
+        let int = |sql: &'static str| async move {
+            let (value,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            value
+        };
+        assert_eq!(text("PRAGMA journal_mode").await, "wal");
+        assert_eq!(int("PRAGMA synchronous").await, 1, "NORMAL");
+        assert_eq!(int("PRAGMA foreign_keys").await, 1);
+        assert!(int("PRAGMA busy_timeout").await >= 1000);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_keeps_its_data_across_calls() {
+        let store = Store::connect("sqlite::memory:").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.backend_name(), "sqlite");
+        store.delete_pins("nobody").await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .observe("s", PinKind::Tool, "t", "h1", &serde_json::json!({"name": "t"}), 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.pins("s").await.unwrap_or_else(|e| panic!("{e}")).len(), 1);
+        assert_eq!(store.registry_revision().await.unwrap_or_else(|e| panic!("{e}")), 1);
+    }
+}
