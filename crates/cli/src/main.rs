@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use portcullis_gateway::admin::{self, Admin};
 use portcullis_gateway::downstream;
 use portcullis_gateway::{Config, Gateway};
 use tokio_util::sync::CancellationToken;
@@ -113,6 +114,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .listen
                 .clone()
                 .context("the configuration has no [listen] section; add one or use `portcullis stdio`")?;
+            // The admin API's token is read and its address bound before anything starts.
+            let admin = match (&c.admin, &c.registry) {
+                (Some(a), Some(registry)) => {
+                    let state = Admin::open(a, registry).await.map_err(anyhow::Error::msg)?;
+                    let listener = tokio::net::TcpListener::bind(a.address)
+                        .await
+                        .with_context(|| format!("cannot listen on {} (admin)", a.address))?;
+                    Some((state, listener))
+                }
+                _ => None,
+            };
             let gateway = Gateway::start(c).await?;
             let listener = tokio::net::TcpListener::bind(settings.address)
                 .await
@@ -121,12 +133,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for route in &gateway.routes {
                 tracing::info!(url = %format!("http://{local}{}", route.path()), "route ready");
             }
-            eprintln!("portcullis listening on http://{local}");
             let stop = CancellationToken::new();
             tokio::spawn(shutdown_signal(stop.clone()));
+            let admin = match admin {
+                Some((state, admin_listener)) => {
+                    let address = admin_listener.local_addr()?;
+                    eprintln!("portcullis admin API listening on http://{address}");
+                    let app = admin::router(Arc::clone(&state));
+                    let task = tokio::spawn(downstream::http::serve(admin_listener, app, stop.clone()));
+                    Some((state, task))
+                }
+                None => None,
+            };
+            eprintln!("portcullis listening on http://{local}");
             let app = downstream::http::router(Arc::clone(&gateway), settings);
-            downstream::http::serve(listener, app, stop).await?;
+            let served = downstream::http::serve(listener, app, stop.clone()).await;
+            stop.cancel();
+            if let Some((state, task)) = admin {
+                match task.await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "admin API listener failed"),
+                    Err(e) => tracing::error!(error = %e, "admin API listener panicked"),
+                    Ok(Ok(())) => {}
+                }
+                state.close().await;
+            }
             gateway.shutdown().await;
+            served?;
             Ok(())
         }
         Command::Stdio { config, route } => {

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use portcullis_gateway::Config;
-use portcullis_gateway::registry::now_ms;
-use portcullis_registry::pinning::{self, ItemKind};
+use portcullis_gateway::operator::{self, OperatorError};
+use portcullis_registry::pinning;
 use portcullis_registry::scan::{Finding, ScanConfig, Scanner, Severity, max_severity};
 use portcullis_registry::server_json::{ServerEntry, ServerJson};
-use portcullis_store::{EntryRecord, EntryStatus, PinKind, PinRecord, PinState, Store, StoreError};
+use portcullis_store::{EntryRecord, EntryStatus, PinRecord, PinState, Store};
 
 /// Where the registry is.
 #[derive(Args)]
@@ -162,7 +162,7 @@ pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
                 println!(
                     "  {:?} {} ({} finding(s))",
                     d.change,
-                    pinning::pin_key(item_kind(d.kind), &d.name),
+                    pinning::pin_key(operator::item_kind(d.kind), &d.name),
                     d.findings.as_array().map_or(0, Vec::len)
                 );
             }
@@ -171,11 +171,7 @@ pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
             approve(&cx, &name, version.as_deref(), override_reason.as_deref(), &actor(who)).await?;
         }
         Command::Revoke { name, version, actor: who } => {
-            let e = entry(&cx, &name, version.as_deref()).await?;
-            cx.store
-                .set_entry_status(&e.name, &e.version, EntryStatus::Revoked, e.revision, &actor(who))
-                .await
-                .map_err(conflict)?;
+            let e = operator::revoke_entry(&cx.store, &name, version.as_deref(), None, &actor(who)).await?;
             println!("revoked {} {}", e.name, e.version);
         }
         Command::Diff { name } => {
@@ -185,9 +181,7 @@ pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
                     continue;
                 }
                 any = true;
-                let old = p.approved_metadata.clone().unwrap_or(serde_json::Value::Null);
-                let new = p.observed_metadata.clone().unwrap_or(serde_json::Value::Null);
-                println!("{} ({}):\n{}\n", key(&p), state(p.state), pinning::render(&pinning::diff(&old, &new)));
+                println!("{} ({}):\n{}\n", key(&p), state(p.state), operator::pin_diff(&p));
             }
             if !any {
                 println!("nothing awaits approval for {name}");
@@ -230,20 +224,8 @@ pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
 }
 
 async fn add(cx: &Registry, entry: &ServerEntry) -> anyhow::Result<()> {
-    let record = EntryRecord {
-        name: entry.server.name.clone(),
-        version: entry.server.version.clone(),
-        status: EntryStatus::Pending,
-        document: entry.export(),
-        revision: 1,
-        updated_by: actor(None),
-        updated_at_ms: now_ms(),
-    };
-    match cx.store.insert_entry(&record).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::Duplicate { .. }) => bail!("{} {} is already in the registry", record.name, record.version),
-        Err(e) => Err(e.into()),
-    }
+    operator::add_entry(&cx.store, entry, &actor(None)).await?;
+    Ok(())
 }
 
 async fn approve(
@@ -253,69 +235,37 @@ async fn approve(
     override_reason: Option<&str>,
     who: &str,
 ) -> anyhow::Result<()> {
-    let e = entry(cx, name, version).await?;
-    let scanner = Scanner::new(&ScanConfig::default());
-    let pending: Vec<PinRecord> = cx
-        .store
-        .pins(&e.name)
-        .await?
-        .into_iter()
-        .filter(|p| matches!(p.state, PinState::New | PinState::Quarantined))
-        .collect();
-    let mut blocked = Vec::new();
-    for p in &pending {
-        if let Some(metadata) = &p.observed_metadata {
-            let findings = scanner.scan(metadata);
-            if max_severity(&findings).is_some_and(|s| s >= cx.block) {
-                print_findings(&key(p), &findings);
-                blocked.push(key(p));
+    match operator::approve_entry(&cx.store, name, version, None, override_reason, who, cx.block).await {
+        Ok(a) => {
+            for b in &a.overridden {
+                print_findings(&b.item, &b.findings);
             }
+            println!(
+                "approved {} {} ({} item(s) pinned{})",
+                a.name,
+                a.version,
+                a.pinned,
+                if a.overridden.is_empty() { "" } else { ", with override" }
+            );
+            Ok(())
         }
-    }
-    if !blocked.is_empty() && override_reason.is_none() {
-        bail!(
-            "not approved: {} item(s) have findings at {:?} or above ({}); review them, then approve with --override \"reason\"",
-            blocked.len(),
-            cx.block,
-            blocked.join(", ")
-        );
-    }
-    if e.status != EntryStatus::Approved {
-        cx.store
-            .set_entry_status(&e.name, &e.version, EntryStatus::Approved, e.revision, who)
-            .await
-            .map_err(conflict)?;
-    }
-    let mut pinned = 0;
-    for p in &pending {
-        let Some(hash) = &p.observed_hash else { continue };
-        let reason = blocked.contains(&key(p)).then_some(override_reason).flatten();
-        cx.store.approve_pin(&e.name, p.kind, &p.name, hash, who, reason, now_ms()).await.map_err(conflict)?;
-        pinned += 1;
-    }
-    println!(
-        "approved {} {} ({pinned} item(s) pinned{})",
-        e.name,
-        e.version,
-        if blocked.is_empty() { "" } else { ", with override" }
-    );
-    Ok(())
-}
-
-fn conflict(e: StoreError) -> anyhow::Error {
-    match e {
-        StoreError::Conflict { what } => {
-            anyhow::anyhow!("{what} changed concurrently (another operator or replica); look again and retry")
+        Err(OperatorError::Blocked { block, items }) => {
+            for b in &items {
+                print_findings(&b.item, &b.findings);
+            }
+            bail!(
+                "not approved: {} item(s) have findings at {:?} or above ({}); review them, then approve with --override \"reason\"",
+                items.len(),
+                block,
+                items.iter().map(|b| b.item.as_str()).collect::<Vec<_>>().join(", ")
+            )
         }
-        other => other.into(),
+        Err(e) => Err(e.into()),
     }
 }
 
 async fn entry(cx: &Registry, name: &str, version: Option<&str>) -> anyhow::Result<EntryRecord> {
-    cx.store.get_entry(name, version).await?.with_context(|| match version {
-        Some(v) => format!("no registry entry {name} {v}"),
-        None => format!("no registry entry {name}"),
-    })
+    Ok(operator::find_entry(&cx.store, name, version).await?)
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -348,15 +298,7 @@ fn print_findings(item: &str, findings: &[Finding]) {
 }
 
 fn key(p: &PinRecord) -> String {
-    pinning::pin_key(item_kind(p.kind), &p.name)
-}
-
-fn item_kind(k: PinKind) -> ItemKind {
-    match k {
-        PinKind::Tool => ItemKind::Tool,
-        PinKind::Prompt => ItemKind::Prompt,
-        PinKind::ResourceTemplate => ItemKind::ResourceTemplate,
-    }
+    operator::pin_key(p)
 }
 
 fn status(s: EntryStatus) -> &'static str {

@@ -6,6 +6,8 @@
 #[path = "e2e/harness.rs"]
 mod harness;
 
+#[path = "e2e/admin.rs"]
+mod admin;
 #[path = "e2e/config.rs"]
 mod config;
 #[path = "e2e/conformance.rs"]

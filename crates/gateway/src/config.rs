@@ -12,6 +12,7 @@ use portcullis_registry::scan::Severity;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use crate::admin::{AdminSettings, CredentialRef};
 use crate::registry::{Mode, RegistrySettings};
 
 /// The raw configuration file.
@@ -31,6 +32,20 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     /// The registry of approved servers; absent means the defaults (enforce, `sqlite://portcullis.db`).
     pub registry: Option<RawRegistry>,
+    /// The admin HTTP API and the read-only subregistry; absent means not served.
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Where the admin API and the subregistry listen, e.g. `127.0.0.1:9090` (its own address,
+    /// apart from the hosts' listener).
+    pub address: Spanned<String>,
+    /// The admin bearer token, by reference: `env:VAR` or `file:/path` (relative to this file);
+    /// never the token itself. Read at start; an empty token refuses to start.
+    pub token: Spanned<String>,
 }
 
 /// `[registry]`
@@ -221,6 +236,7 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     pub registry: Option<RegistrySettings>,
+    pub admin: Option<AdminSettings>,
 }
 
 /// Gateway-wide settings.
@@ -375,6 +391,7 @@ impl Validator<'_> {
 
     fn validate(&mut self, raw: RawConfig, base: &Path) -> Config {
         let registry = self.registry(raw.registry, base);
+        let admin = raw.admin.map(|a| self.admin(a, base));
         let gateway = GatewaySettings {
             name: raw.gateway.name,
             request_timeout: raw.gateway.request_timeout,
@@ -585,7 +602,7 @@ impl Validator<'_> {
                 message: "at least one [[route]] is needed".to_owned(),
             });
         }
-        Config { gateway, listen, upstreams, routes, registry }
+        Config { gateway, listen, upstreams, routes, registry, admin }
     }
 }
 
@@ -641,6 +658,26 @@ impl Validator<'_> {
             rescan_interval: raw.rescan_interval.max(Duration::from_secs(1)),
             block_severity,
         })
+    }
+}
+
+impl Validator<'_> {
+    fn admin(&mut self, raw: RawAdmin, base: &Path) -> AdminSettings {
+        let address = match raw.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.problem(&raw.address, "admin.address", "expected an address like 127.0.0.1:9090");
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        let token = match CredentialRef::parse(raw.token.get_ref(), base) {
+            Ok(t) => t,
+            Err(message) => {
+                self.problem(&raw.token, "admin.token", message);
+                CredentialRef::Env(String::new())
+            }
+        };
+        AdminSettings { address, token }
     }
 }
 
@@ -749,5 +786,24 @@ upstreams = ["a", "b"]
 "#,
         );
         assert!(p.iter().any(|p| p.message.contains("overlap")), "{p:?}");
+    }
+
+    #[test]
+    fn admin_token_is_a_reference_never_a_value() {
+        let c = Config::parse(
+            &format!("{GOOD}\n[admin]\naddress = \"127.0.0.1:9090\"\ntoken = \"file:admin.token\"\n"),
+            Path::new("/etc/p/t.toml"),
+        )
+        .expect("valid");
+        let admin = c.admin.expect("admin");
+        assert_eq!(admin.token, CredentialRef::File(PathBuf::from("/etc/p/admin.token")));
+        let lines = GOOD.lines().count();
+        let p = problems(&format!("{GOOD}\n[admin]\naddress = \"nowhere\"\ntoken = \"hunter2\"\n"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!((p[0].key.as_str(), p[0].line), ("admin.address", Some(lines + 3)));
+        assert_eq!((p[1].key.as_str(), p[1].line), ("admin.token", Some(lines + 4)));
+        assert!(!p[1].message.contains("hunter2"), "the value is never echoed: {}", p[1].message);
+        let p = problems(&format!("{GOOD}\n[admin]\naddress = \"127.0.0.1:1\"\ntoken = \"env:X\"\nport = 1\n"));
+        assert!(p[0].message.contains("unknown field `port`"), "{p:?}");
     }
 }

@@ -11,20 +11,20 @@ use serde_json::{Value, json};
 use crate::harness::{Gateway, fixture, host, names, portcullis, python, workspace};
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 /// A store for one test: a fresh SQLite file, or a fresh PostgreSQL database (dropped after).
-struct TestStore {
-    url: String,
+pub(crate) struct TestStore {
+    pub(crate) url: String,
     _dir: tempfile::TempDir,
     postgres: Option<(String, String)>,
 }
 
 impl TestStore {
-    fn new(backend: Backend) -> Self {
+    pub(crate) fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         match backend {
             Backend::Sqlite => {
@@ -69,7 +69,7 @@ fn psql(url: &str, sql: &str) {
 }
 
 /// Runs `portcullis registry --store URL …`.
-fn registry(store: &TestStore, args: &[&str]) -> Output {
+pub(crate) fn registry(store: &TestStore, args: &[&str]) -> Output {
     Command::new(portcullis())
         .args(["registry", "--store", &store.url])
         .args(args)
@@ -78,7 +78,7 @@ fn registry(store: &TestStore, args: &[&str]) -> Output {
         .expect("run registry")
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "registry command failed: {text}");
     text
