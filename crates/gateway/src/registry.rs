@@ -387,6 +387,14 @@ impl Registry {
         }
         let snapshot = self.current();
         let Some(entry) = snapshot.entries.get(upstream) else { return };
+        // A pin the registry document carries for something the server does not offer is a
+        // stale or mistaken approval: say so (it approves nothing).
+        for key in entry.governance.pins.keys() {
+            let offered = present.iter().any(|(k, n)| pinning::pin_key(*k, n) == *key);
+            if !offered {
+                tracing::warn!(target: "portcullis::registry", entry = %entry.name, pin = %key, "the registry document pins an item the server does not offer");
+            }
+        }
         let present: Vec<(PinKind, String)> = present.iter().map(|(k, n)| (pin_kind(*k), n.clone())).collect();
         match self.store.mark_removed(&entry.name, &present, now_ms()).await {
             Ok(removed) => {
