@@ -222,9 +222,8 @@ fn audit_mode_serves_and_records_on_postgres() {
     audit_mode(Backend::Postgres);
 }
 
-#[test]
-fn malformed_and_invalid_documents_are_refused_with_their_reasons() {
-    let store = TestStore::new(Backend::Sqlite);
+fn malformed_documents(backend: Backend) {
+    let store = TestStore::new(backend);
     let dir = tempfile::tempdir().expect("temp dir");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"name": "io.x/y", "description": "d", "version": "latest", "surprise": 1}"#)
@@ -241,7 +240,53 @@ fn malformed_and_invalid_documents_are_refused_with_their_reasons() {
     let out = registry(&store, &["approve", "io.nothing/here"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no registry entry"));
     let listed = ok(registry(&store, &["list"]));
-    assert_eq!(listed.lines().count(), 1, "nothing was half-written: {listed}");
+    assert_eq!(listed.lines().count(), 1, "{backend:?}: nothing was half-written: {listed}");
+}
+
+#[test]
+fn malformed_and_invalid_documents_are_refused_with_their_reasons_on_sqlite() {
+    malformed_documents(Backend::Sqlite);
+}
+
+#[test]
+fn malformed_and_invalid_documents_are_refused_with_their_reasons_on_postgres() {
+    malformed_documents(Backend::Postgres);
+}
+
+/// A pin in the registry document for a tool the server does not offer approves nothing
+/// and is reported.
+fn stale_document_pin(backend: Backend) {
+    let store = TestStore::new(backend);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let doc = std::fs::read_to_string(fixture("registry/drift.server.json")).expect("fixture").replace(
+        "\"tools\": [\"lookup\"],",
+        &format!("\"tools\": [\"lookup\"],\n      \"pins\": {{\"tool/ghost\": \"sha256:{}\"}},", "0".repeat(64)),
+    );
+    let seed = dir.path().join("drift.server.json");
+    std::fs::write(&seed, doc).expect("write");
+    let gw = Gateway::start(&format!(
+        "[registry]\nmode = \"enforce\"\nstore = \"{}\"\nseed = [\"{}\"]\n\n[[upstream]]\nname = \"drift\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"{}\"]\n\n[[route]]\npath = \"/mcp\"\nupstreams = [\"drift\"]\n",
+        store.url,
+        seed.display(),
+        python().display(),
+        fixture("drifting_server.py").display()
+    ));
+    let start = Instant::now();
+    while !gw.log().contains("pins an item the server does not offer") && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gw.log().contains("pin=tool/ghost"), "{backend:?}: {}", gw.log());
+    assert!(tools(&gw).is_empty(), "{backend:?}: the unpinned lookup tool awaits approval");
+}
+
+#[test]
+fn a_document_pin_for_an_item_not_offered_is_reported_on_sqlite() {
+    stale_document_pin(Backend::Sqlite);
+}
+
+#[test]
+fn a_document_pin_for_an_item_not_offered_is_reported_on_postgres() {
+    stale_document_pin(Backend::Postgres);
 }
 
 /// The quickstart as shipped: enforce mode, the demo seeded and pre-approved with its pins.
