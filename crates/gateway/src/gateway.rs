@@ -23,7 +23,7 @@ use crate::config::{Config, UpstreamTransport};
 use crate::error::GatewayError;
 use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
 use crate::pipeline::{CallContext, Pipeline};
-use crate::registry::{Mode, Registry};
+use crate::registry::{Mode, Registry, UNVERIFIED};
 use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, Upstream};
 use crate::session::Session;
 use portcullis_registry::pinning::ItemKind;
@@ -168,6 +168,9 @@ impl Gateway {
     fn connect(self: &Arc<Self>, index: usize) -> Result<(), GatewayError> {
         let Some(upstream) = self.upstreams.get(index) else { return Ok(()) };
         let u = &upstream.settings;
+        if let Some(registry) = &self.registry {
+            registry.forget_observations(&u.name);
+        }
         let max_message_bytes = self.config.gateway.max_message_bytes;
         let link = match &u.transport {
             UpstreamTransport::Stdio { command, args, env, inherit_env, cwd } => {
@@ -202,6 +205,7 @@ impl Gateway {
         let client = UpstreamClient::new(link, u.era, self.client_info.clone(), self.config.gateway.probe_timeout);
         tokio::spawn(pump_upstream_events(Arc::downgrade(self), index, client.link().subscribe()));
         upstream.client.replace(Some(Arc::clone(&client)));
+        upstream.lists.invalidate(None);
         upstream.subscriptions_changed.notify_one();
         // Warm up: discover the era now, and let the registry see what the upstream offers.
         let gateway = Arc::downgrade(self);
@@ -277,6 +281,11 @@ impl Gateway {
     /// The registry control, when one is configured.
     pub fn registry(&self) -> Option<&Arc<Registry>> {
         self.registry.as_ref()
+    }
+
+    /// The index of an upstream.
+    fn index_of(&self, upstream: &Arc<Upstream>) -> Option<usize> {
+        self.upstreams.iter().position(|u| Arc::ptr_eq(u, upstream))
     }
 
     /// Refuses an upstream the registry does not admit.
@@ -412,7 +421,17 @@ impl Gateway {
                     .get_str("name")
                     .ok_or_else(|| GatewayError::invalid("missing_name", "params.name must be a string"))?;
                 let mut call = CallContext { route: &host.route, method, name: &name, params, target: None };
-                self.pipeline.run(&mut call)?;
+                match self.pipeline.run(&mut call) {
+                    Err(GatewayError::Denied(d)) if d.reason == UNVERIFIED => {
+                        // Not seen since the upstream connected: look at its current metadata, then decide.
+                        if let Some(index) = call.target.as_ref().and_then(|t| self.index_of(&t.upstream)) {
+                            self.observe_upstream(index).await;
+                        }
+                        call.target = None;
+                        self.pipeline.run(&mut call)?;
+                    }
+                    other => other?,
+                }
                 let target =
                     call.target.ok_or_else(|| GatewayError::Internal("pipeline left the call unrouted".to_owned()))?;
                 if let Some(binding) = self.parked_binding(host, method, &target.name, &p) {
@@ -687,6 +706,10 @@ impl Gateway {
                 if !info.has_capability(kind.capability()) {
                     return Ok(None);
                 }
+                if let Some(page) = upstream.lists.get(kind, cursor.as_deref(), std::time::Instant::now()) {
+                    return Ok(Some(page));
+                }
+                let generation = upstream.lists.generation();
                 let opts = RequestOptions {
                     timeout: upstream.settings.timeout,
                     name: None,
@@ -701,7 +724,10 @@ impl Gateway {
                     .await
                     .map_err(|e| upstream_error(upstream, e))?;
                 match response.kind {
-                    MessageKind::Response { outcome: Outcome::Result(r), .. } => Ok(Some(r)),
+                    MessageKind::Response { outcome: Outcome::Result(r), .. } => {
+                        upstream.lists.store(generation, kind, cursor.as_deref(), &r, std::time::Instant::now());
+                        Ok(Some(r))
+                    }
                     MessageKind::Response { outcome: Outcome::Error(e), .. } => Err(GatewayError::Upstream {
                         server: upstream.settings.name.clone(),
                         error: UpstreamError::Protocol(format!("{} failed: {}", kind.method(), e.get())),
@@ -1334,7 +1360,11 @@ async fn pump_upstream_events(
                 // The upstream restarted: its lists may have changed, and a modern upstream's
                 // listen stream must be opened again.
                 if let Some(upstream) = gateway.upstreams.get(index) {
+                    upstream.lists.invalidate(None);
                     upstream.subscriptions_changed.notify_one();
+                    if let Some(registry) = &gateway.registry {
+                        registry.forget_observations(&upstream.settings.name);
+                    }
                 }
                 for route in gateway.routes_of(index) {
                     for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
@@ -1425,6 +1455,7 @@ impl Gateway {
         match &message.kind {
             MessageKind::Notification { method, params } => {
                 let event = if let Some(kind) = ListKind::from_notification(method) {
+                    upstream.lists.invalidate(Some(kind));
                     RouteEvent::ListChanged(kind)
                 } else if method == "notifications/resources/updated" {
                     // The upstream's own subscription id means nothing to hosts.

@@ -82,7 +82,18 @@ pub struct Registry {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Observations already written since the last reload (so a list does not write twice).
     written: Mutex<HashSet<(String, ItemKind, String, String)>>,
+    /// The hash this process last observed for each item, by upstream: a call is allowed only
+    /// when it equals the approved pin (so a change is refused even before the store reloads,
+    /// and nothing is callable on a stale approval before its current metadata was seen).
+    verified: Mutex<HashMap<String, ItemHashes>>,
 }
+
+/// The hash last observed of each item of one upstream.
+type ItemHashes = HashMap<(ItemKind, String), String>;
+
+/// The refusal reason of a call whose item was not observed yet by this process; the caller
+/// observes the upstream's lists and asks again.
+pub const UNVERIFIED: &str = "not_verified";
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -115,6 +126,7 @@ impl Registry {
             store,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             written: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
         });
         registry.seed().await?;
         registry.reload().await.map_err(|e| format!("registry store: {e}"))?;
@@ -251,8 +263,30 @@ impl Registry {
         let snapshot = self.current();
         let Some(entry) = snapshot.entries.get(upstream) else { return Ok(()) };
         let pin = snapshot.pins.get(&entry.name).and_then(|p| p.get(&(kind, name.to_owned())));
+        let seen = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(upstream)
+            .and_then(|items| items.get(&(kind, name.to_owned())).cloned());
         let refusal = match pin {
-            Some(p) if p.state == PinState::Approved && p.approved_hash.is_some() => return Ok(()),
+            Some(p) if p.state == PinState::Approved && p.approved_hash.is_some() => match seen {
+                Some(hash) if p.approved_hash.as_deref() == Some(hash.as_str()) => return Ok(()),
+                Some(_) => Denied {
+                    stage: "registry",
+                    reason: "quarantined",
+                    message: format!(
+                        "{kind} '{name}' changed since it was approved and is quarantined until re-approved"
+                    ),
+                },
+                None => Denied {
+                    stage: "registry",
+                    reason: UNVERIFIED,
+                    message: format!(
+                        "{kind} '{name}' is not offered by the server (its metadata could not be verified)"
+                    ),
+                },
+            },
             Some(p) if p.state == PinState::Quarantined => Denied {
                 stage: "registry",
                 reason: "quarantined",
@@ -292,6 +326,12 @@ impl Registry {
         };
         let Ok(metadata) = serde_json::from_str::<serde_json::Value>(item.get()) else { return false };
         let Some(observed) = Observed::of(kind, metadata) else { return false };
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(upstream.to_owned())
+            .or_default()
+            .insert((kind, observed.name.clone()), observed.hash.clone());
         let pin = snapshot.pins.get(&entry.name).and_then(|p| p.get(&(kind, observed.name.clone())));
         if let Some(p) = pin
             && p.state == PinState::Approved
@@ -378,6 +418,12 @@ impl Registry {
             tracing::error!(entry = %entry.name, error = %e, "cannot record drift");
         }
         matches!(observation, Observation::Returned)
+    }
+
+    /// Forgets what was observed of an upstream (it restarted or reconnected: its metadata
+    /// must be seen again before its tools are callable).
+    pub fn forget_observations(&self, upstream: &str) {
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(upstream);
     }
 
     /// Records the items an upstream no longer lists (after a complete listing).

@@ -3,12 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_transport::client::{RequestOptions, UpstreamInfo};
 use portcullis_transport::{UpstreamClient, UpstreamError};
+use portcullis_wire::RawObject;
 use portcullis_wire::param_header::ParamHeader;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, broadcast};
 
 use crate::config::{FailurePolicy, Naming, RouteSettings, UpstreamSettings};
@@ -70,6 +73,8 @@ pub struct Upstream {
     resource_subs: Mutex<HashMap<String, usize>>,
     /// Signalled when the subscribed set changes (a modern upstream's listen stream restarts).
     pub subscriptions_changed: Notify,
+    /// The upstream's list pages, kept as long as its caching hints allow.
+    pub lists: ListCache,
 }
 
 impl Upstream {
@@ -81,6 +86,7 @@ impl Upstream {
             tool_headers: RwLock::new(HashMap::new()),
             resource_subs: Mutex::new(HashMap::new()),
             subscriptions_changed: Notify::new(),
+            lists: ListCache::default(),
         }
     }
 
@@ -130,6 +136,81 @@ impl Upstream {
     pub fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
         self.tool_headers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(tool).cloned()
     }
+}
+
+/// One upstream's list pages, per (kind, cursor), kept for the page's `ttlMs` when its
+/// `cacheScope` is `public`; dropped at once on the upstream's list-changed notification
+/// and when the upstream is reconnected or reset. Pages are raw: the caller still filters
+/// (registry) and renames every item on every list.
+#[derive(Default)]
+pub struct ListCache {
+    state: Mutex<ListCacheState>,
+}
+
+#[derive(Default)]
+struct ListCacheState {
+    /// Bumped by every invalidation, so a page fetched before one is not stored after it.
+    generation: u64,
+    pages: HashMap<(ListKind, Option<String>), (Instant, Box<RawValue>)>,
+}
+
+/// The most pages kept per upstream (cursors come from hosts, so the key space is theirs).
+const MAX_CACHED_PAGES: usize = 256;
+
+impl ListCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, ListCacheState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A page still fresh at `now`.
+    pub fn get(&self, kind: ListKind, cursor: Option<&str>, now: Instant) -> Option<Box<RawValue>> {
+        let state = self.state();
+        let (expires, page) = state.pages.get(&(kind, cursor.map(ToOwned::to_owned)))?;
+        (now < *expires).then(|| page.clone())
+    }
+
+    /// The current generation; pass it to [`ListCache::store`] with a page fetched after.
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Keeps a page fetched at `now` if its hints allow and nothing was invalidated since `generation`.
+    pub fn store(&self, generation: u64, kind: ListKind, cursor: Option<&str>, page: &RawValue, now: Instant) {
+        let Some(ttl) = cacheable_for(page) else { return };
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
+        }
+        if state.pages.len() >= MAX_CACHED_PAGES {
+            state.pages.retain(|_, (expires, _)| now < *expires);
+            if state.pages.len() >= MAX_CACHED_PAGES {
+                return;
+            }
+        }
+        state.pages.insert((kind, cursor.map(ToOwned::to_owned)), (now + ttl, page.to_owned()));
+    }
+
+    /// Drops the pages of one kind (`resources` takes its templates along), or all.
+    pub fn invalidate(&self, kind: Option<ListKind>) {
+        let mut state = self.state();
+        state.generation += 1;
+        match kind {
+            None => state.pages.clear(),
+            Some(kind) => state
+                .pages
+                .retain(|(k, _), _| *k != kind && !(kind == ListKind::Resources && *k == ListKind::ResourceTemplates)),
+        }
+    }
+}
+
+/// How long a list page may be reused: its `ttlMs` when positive and its `cacheScope` is `public`.
+fn cacheable_for(page: &RawValue) -> Option<Duration> {
+    let page = RawObject::parse(page)?;
+    if page.get_str("cacheScope").as_deref() != Some("public") {
+        return None;
+    }
+    let ttl = page.get("ttlMs")?.get().parse::<f64>().ok()?;
+    (ttl >= 1.0 && ttl.is_finite()).then(|| Duration::from_millis(ttl.min(86_400_000.0) as u64))
 }
 
 /// Where a routed request goes.
@@ -401,6 +482,70 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(text: &str) -> Box<RawValue> {
+        portcullis_wire::object::raw(text)
+    }
+
+    const PUBLIC: &str = r#"{"tools":[{"name":"a"}],"ttlMs":1000,"cacheScope":"public"}"#;
+
+    #[test]
+    fn list_cache_keeps_public_pages_for_their_ttl() {
+        let cache = ListCache::default();
+        let t0 = Instant::now();
+        cache.store(cache.generation(), ListKind::Tools, None, &page(PUBLIC), t0);
+        assert_eq!(
+            cache.get(ListKind::Tools, None, t0 + Duration::from_millis(999)).map(|p| p.get().to_owned()),
+            Some(PUBLIC.to_owned())
+        );
+        assert!(cache.get(ListKind::Tools, None, t0 + Duration::from_millis(1000)).is_none());
+        assert!(cache.get(ListKind::Tools, Some("c1"), t0).is_none(), "keyed by cursor");
+        assert!(cache.get(ListKind::Prompts, None, t0).is_none(), "keyed by kind");
+    }
+
+    #[test]
+    fn list_cache_skips_private_and_untimed_pages() {
+        let cache = ListCache::default();
+        let t0 = Instant::now();
+        for text in [
+            r#"{"tools":[],"ttlMs":1000,"cacheScope":"private"}"#,
+            r#"{"tools":[],"ttlMs":1000}"#,
+            r#"{"tools":[],"cacheScope":"public"}"#,
+            r#"{"tools":[],"ttlMs":0,"cacheScope":"public"}"#,
+            r#"{"tools":[],"ttlMs":-5,"cacheScope":"public"}"#,
+        ] {
+            cache.store(cache.generation(), ListKind::Tools, None, &page(text), t0);
+            assert!(cache.get(ListKind::Tools, None, t0).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn list_cache_drops_pages_on_list_changed_and_reset() {
+        let cache = ListCache::default();
+        let t0 = Instant::now();
+        for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates] {
+            cache.store(cache.generation(), kind, Some("c"), &page(PUBLIC), t0);
+        }
+        cache.invalidate(Some(ListKind::Tools));
+        assert!(cache.get(ListKind::Tools, Some("c"), t0).is_none());
+        assert!(cache.get(ListKind::Prompts, Some("c"), t0).is_some());
+        cache.invalidate(Some(ListKind::Resources));
+        assert!(cache.get(ListKind::Resources, Some("c"), t0).is_none());
+        assert!(cache.get(ListKind::ResourceTemplates, Some("c"), t0).is_none(), "templates change with resources");
+        assert!(cache.get(ListKind::Prompts, Some("c"), t0).is_some());
+        cache.invalidate(None);
+        assert!(cache.get(ListKind::Prompts, Some("c"), t0).is_none());
+    }
+
+    #[test]
+    fn list_cache_does_not_store_a_page_fetched_before_an_invalidation() {
+        let cache = ListCache::default();
+        let t0 = Instant::now();
+        let before = cache.generation();
+        cache.invalidate(Some(ListKind::Tools));
+        cache.store(before, ListKind::Tools, None, &page(PUBLIC), t0);
+        assert!(cache.get(ListKind::Tools, None, t0).is_none());
+    }
 
     #[test]
     fn matches_uri_templates() {

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::error::UpstreamError;
 use crate::link::{CallOptions, Link, LinkEvent, Related};
+use crate::shaping::Shaped;
 
 /// Which era to speak to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +32,14 @@ pub struct ClientInfo {
     pub version: String,
     /// The capabilities declared in a legacy `initialize` and on modern requests that carry none.
     pub capabilities: Box<RawValue>,
+}
+
+impl ClientInfo {
+    /// `{"name":…,"version":…}` as raw JSON.
+    pub(crate) fn info_json(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&serde_json::json!({"name": self.name, "version": self.version}))
+            .unwrap_or_else(|_| portcullis_wire::object::empty_object())
+    }
 }
 
 /// What the handshake learned of an upstream.
@@ -76,6 +85,8 @@ pub struct UpstreamClient {
     preference: EraPreference,
     client: ClientInfo,
     probe_timeout: Duration,
+    /// `clientInfo` serialized once, for modern requests.
+    client_info_json: Box<RawValue>,
     info: Mutex<Option<Arc<UpstreamInfo>>>,
     handshake: tokio::sync::Mutex<()>,
 }
@@ -83,10 +94,12 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     /// A client over a link; it watches the link for resets.
     pub fn new(link: Link, preference: EraPreference, client: ClientInfo, probe_timeout: Duration) -> Arc<Self> {
+        let client_info_json = client.info_json();
         let this = Arc::new(Self {
             link,
             preference,
             client,
+            client_info_json,
             probe_timeout,
             info: Mutex::new(None),
             handshake: tokio::sync::Mutex::new(()),
@@ -149,7 +162,7 @@ impl UpstreamClient {
         let mut m = RawObject::default();
         m.insert_str(meta::PROTOCOL_VERSION, version.as_str());
         m.insert_raw(meta::CLIENT_CAPABILITIES, self.client.capabilities.clone());
-        m.insert(meta::CLIENT_INFO, &serde_json::json!({"name": self.client.name, "version": self.client.version}));
+        m.insert_raw(meta::CLIENT_INFO, self.client_info_json.clone());
         let mut params = RawObject::default();
         params.insert_object("_meta", &m);
         let params = params.to_raw();
@@ -227,7 +240,7 @@ impl UpstreamClient {
                 name: opts.name,
                 param_headers: opts.param_headers,
             };
-            let build = |id: u64| shaped.build(id, &info, &self.client, &opts);
+            let build = |id: u64| shaped.build(id, &info, &self.client, &self.client_info_json, &opts);
             match self.link.call(call, &build, related.clone()).await {
                 Err(UpstreamError::SessionLost(_)) if !retried => {
                     retried = true;
@@ -332,77 +345,6 @@ fn read_discover(response: &Message) -> Result<UpstreamInfo, ProbeError> {
         }
         _ => Err(ProbeError::NotModern),
     }
-}
-
-/// A request's params parsed once, rebuilt per attempt for the upstream's era.
-struct Shaped<'a> {
-    original: Option<&'a RawValue>,
-    params: Option<RawObject>,
-    meta: Option<RawObject>,
-}
-
-impl<'a> Shaped<'a> {
-    fn new(original: Option<&'a RawValue>) -> Self {
-        let params = original.and_then(RawObject::parse);
-        let meta = params.as_ref().and_then(|p| p.get_object("_meta"));
-        Self { original, params, meta }
-    }
-
-    fn build(
-        &self,
-        id: u64,
-        info: &UpstreamInfo,
-        client: &ClientInfo,
-        opts: &RequestOptions<'_>,
-    ) -> Option<Box<RawValue>> {
-        let modern = info.era() == Era::Modern;
-        let has_token = self.meta.as_ref().is_some_and(|m| m.contains(meta::PROGRESS_TOKEN));
-        if !modern && !has_token && self.meta.as_ref().is_none_or(|m| !has_modern_keys(m)) {
-            // Fast path: nothing to change.
-            return self.original.map(ToOwned::to_owned);
-        }
-        let mut params = self.params.clone().unwrap_or_default();
-        let mut m = self.meta.clone().unwrap_or_default();
-        if has_token {
-            // The gateway's own token, unique on this upstream; progress is mapped back per call.
-            m.insert(meta::PROGRESS_TOKEN, &id);
-        }
-        if modern {
-            m.insert_str(meta::PROTOCOL_VERSION, info.version.as_str());
-            if let Some(level) = opts.log_level
-                && !m.contains(meta::LOG_LEVEL)
-                && info.has_capability("logging")
-            {
-                m.insert_str(meta::LOG_LEVEL, level);
-            }
-            match opts.host_capabilities {
-                Some(caps) => m.insert_raw(meta::CLIENT_CAPABILITIES, caps.to_owned()),
-                None if !m.contains(meta::CLIENT_CAPABILITIES) => {
-                    m.insert_raw(meta::CLIENT_CAPABILITIES, client.capabilities.clone());
-                }
-                None => {}
-            }
-            if !m.contains(meta::CLIENT_INFO) {
-                m.insert(meta::CLIENT_INFO, &serde_json::json!({"name": client.name, "version": client.version}));
-            }
-        } else {
-            for key in [meta::PROTOCOL_VERSION, meta::CLIENT_CAPABILITIES, meta::CLIENT_INFO, meta::LOG_LEVEL] {
-                m.remove(key);
-            }
-        }
-        if m.is_empty() && self.meta.is_none() {
-            params.remove("_meta");
-        } else {
-            params.insert_object("_meta", &m);
-        }
-        Some(params.to_raw())
-    }
-}
-
-fn has_modern_keys(m: &RawObject) -> bool {
-    [meta::PROTOCOL_VERSION, meta::CLIENT_CAPABILITIES, meta::CLIENT_INFO, meta::LOG_LEVEL]
-        .iter()
-        .any(|k| m.contains(k))
 }
 
 async fn watch_resets(client: Weak<UpstreamClient>, mut events: tokio::sync::broadcast::Receiver<LinkEvent>) {

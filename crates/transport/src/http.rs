@@ -18,6 +18,11 @@ use crate::link::{CallOptions, LinkEvent, ParamsFn};
 use crate::pending::Related;
 use crate::sse;
 
+/// A header value from text the gateway forwards (already encoded for headers).
+fn header_value(text: &str) -> Result<HeaderValue, UpstreamError> {
+    HeaderValue::from_str(text).map_err(|e| UpstreamError::Protocol(format!("invalid header value: {e}")))
+}
+
 /// How to reach a Streamable HTTP upstream.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -33,6 +38,8 @@ pub struct HttpConfig {
 pub struct HttpLink {
     cfg: HttpConfig,
     client: reqwest::Client,
+    /// The headers every POST carries (content type, accept, configured ones), built once.
+    post_headers: HeaderMap,
     session: Mutex<Option<String>>,
     /// The session the GET listener runs for, so a new session starts a new one.
     listener_stop: Mutex<Option<CancellationToken>>,
@@ -52,9 +59,16 @@ impl HttpLink {
             .build()
             .map_err(|e| UpstreamError::Unavailable(format!("http client: {e}")))?;
         let (events, _) = broadcast::channel(256);
+        let mut post_headers = HeaderMap::with_capacity(4 + cfg.headers.len());
+        post_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        post_headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        for (k, v) in &cfg.headers {
+            post_headers.append(k.clone(), v.clone());
+        }
         Ok(Self {
             cfg,
             client,
+            post_headers,
             session: Mutex::new(None),
             listener_stop: Mutex::new(None),
             events,
@@ -85,23 +99,22 @@ impl HttpLink {
         }
     }
 
-    fn request(&self, version: Option<ProtocolVersion>) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .post(self.cfg.url.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
-        for (k, v) in &self.cfg.headers {
-            req = req.header(k, v);
-        }
+    /// A POST with the link's constant headers (built once), the era's version header and,
+    /// for a legacy session, its id.
+    fn request(&self, version: Option<ProtocolVersion>, body: Vec<u8>) -> reqwest::Request {
+        let mut req = reqwest::Request::new(reqwest::Method::POST, self.cfg.url.clone());
+        *req.headers_mut() = self.post_headers.clone();
         if let Some(v) = version {
-            req = req.header(header::PROTOCOL_VERSION, v.as_str());
+            let headers = req.headers_mut();
+            headers.insert(HeaderName::from_static(header::PROTOCOL_VERSION), HeaderValue::from_static(v.as_str()));
             if v.era() == Era::Legacy
                 && let Some(s) = self.session()
+                && let Ok(s) = HeaderValue::from_str(&s)
             {
-                req = req.header(header::SESSION_ID, s);
+                headers.insert(HeaderName::from_static(header::SESSION_ID), s);
             }
         }
+        *req.body_mut() = Some(body.into());
         req
     }
 
@@ -114,14 +127,17 @@ impl HttpLink {
     ) -> Result<Message, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = request_bytes(&RequestId::number(id), opts.method, params(id).as_deref());
-        let mut req = self.request(opts.version.filter(|_| opts.method != "initialize")).body(body);
+        let mut req = self.request(opts.version.filter(|_| opts.method != "initialize"), body);
         if opts.version.is_some_and(|v| v.era() == Era::Modern) {
-            req = req.header(header::METHOD, opts.method);
+            let headers = req.headers_mut();
+            headers.insert(HeaderName::from_static(header::METHOD), header_value(opts.method)?);
             if let Some(name) = opts.name {
-                req = req.header(header::NAME, header::encode_value(name));
+                headers.insert(HeaderName::from_static(header::NAME), header_value(&header::encode_value(name))?);
             }
             for (suffix, value) in opts.param_headers {
-                req = req.header(format!("{}{suffix}", header::PARAM_PREFIX), header::encode_value(value));
+                let name = HeaderName::try_from(format!("{}{suffix}", header::PARAM_PREFIX))
+                    .map_err(|e| UpstreamError::Protocol(format!("invalid header name: {e}")))?;
+                headers.insert(name, header_value(&header::encode_value(value))?);
             }
         }
         let had_session = self.session().is_some();
@@ -137,13 +153,13 @@ impl HttpLink {
 
     async fn exchange(
         &self,
-        req: reqwest::RequestBuilder,
+        req: reqwest::Request,
         id: u64,
         opts: CallOptions<'_>,
         related: Option<Related>,
         had_session: bool,
     ) -> Result<Message, UpstreamError> {
-        let resp = req.send().await.map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
+        let resp = self.client.execute(req).await.map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
         let status = resp.status();
         if opts.method == "initialize"
             && status.is_success()
@@ -294,9 +310,8 @@ impl HttpLink {
     pub async fn send(&self, message: Vec<u8>, version: Option<ProtocolVersion>) -> Result<(), UpstreamError> {
         let had_session = self.session().is_some();
         let resp = self
-            .request(version)
-            .body(message)
-            .send()
+            .client
+            .execute(self.request(version, message))
             .await
             .map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
         match resp.status() {
@@ -428,10 +443,11 @@ impl Drop for CancelOnDrop<'_> {
         let Ok(raw) = serde_json::value::RawValue::from_string(params) else {
             return;
         };
-        let req = self.link.request(self.version).body(notification_bytes("notifications/cancelled", Some(&raw)));
+        let req = self.link.request(self.version, notification_bytes("notifications/cancelled", Some(&raw)));
+        let client = self.link.client.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), req.send()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), client.execute(req)).await;
             });
         }
     }
