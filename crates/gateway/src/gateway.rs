@@ -237,13 +237,7 @@ impl Gateway {
             let mut cursor: Option<String> = None;
             for _page in 0..100 {
                 let params = cursor.as_ref().map(|c| raw(serde_json::json!({ "cursor": c }).to_string()));
-                let opts = RequestOptions {
-                    timeout: upstream.settings.timeout,
-                    name: None,
-                    host_capabilities: None,
-                    param_headers: &[],
-                    log_level: None,
-                };
+                let opts = RequestOptions::own(upstream.settings.timeout);
                 let Ok(response) = upstream.client.request(kind.method(), params.as_deref(), opts, None).await else {
                     return;
                 };
@@ -608,13 +602,7 @@ impl Gateway {
 
     async fn upstream_subscription(&self, upstream: &Upstream, method: &str, uri: &str) -> Result<(), GatewayError> {
         let params = raw(serde_json::json!({ "uri": uri }).to_string());
-        let opts = RequestOptions {
-            timeout: upstream.settings.timeout,
-            name: None,
-            host_capabilities: None,
-            param_headers: &[],
-            log_level: None,
-        };
+        let opts = RequestOptions::own(upstream.settings.timeout);
         let response = upstream
             .client
             .request(method, Some(&params), opts, None)
@@ -1405,13 +1393,7 @@ async fn listen_upstream(gateway: std::sync::Weak<Gateway>, index: usize) {
             "resourceSubscriptions": upstream.subscribed_resources(),
         }});
         let params = raw(params.to_string());
-        let opts = RequestOptions {
-            timeout: Duration::from_secs(365 * 24 * 3600),
-            name: None,
-            host_capabilities: None,
-            param_headers: &[],
-            log_level: None,
-        };
+        let opts = RequestOptions::own(Duration::from_secs(365 * 24 * 3600));
         let (tx, mut rx) = mpsc::channel::<Message>(64);
         let started = std::time::Instant::now();
         {

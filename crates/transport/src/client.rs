@@ -79,6 +79,13 @@ pub struct RequestOptions<'a> {
     pub log_level: Option<&'a str>,
 }
 
+impl RequestOptions<'_> {
+    /// A request of the gateway's own (no host behind it): no name, headers or host context.
+    pub fn own(timeout: Duration) -> Self {
+        Self { timeout, name: None, host_capabilities: None, param_headers: &[], log_level: None }
+    }
+}
+
 /// An MCP client of one upstream.
 pub struct UpstreamClient {
     link: Link,
