@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use portcullis_gateway::Config;
 use portcullis_gateway::operator::{self, OperatorError};
 use portcullis_registry::pinning;
-use portcullis_registry::scan::{Finding, ScanConfig, Scanner, Severity, max_severity};
+use portcullis_registry::scan::{Finding, Severity, max_severity};
 use portcullis_registry::server_json::{ServerEntry, ServerJson};
 use portcullis_store::{EntryRecord, EntryStatus, PinRecord, PinState, Store};
 
@@ -112,26 +112,14 @@ pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
         }
         Command::Import { file } => {
             let text = read(&file)?;
-            let entries = documents(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let mut problems = Vec::new();
-            let mut added = 0;
-            for (i, doc) in entries.into_iter().enumerate() {
-                let parsed = serde_json::from_value::<ServerJson>(doc)
-                    .map_err(|e| portcullis_registry::server_json::ImportError { problems: vec![e.to_string()] })
-                    .and_then(ServerEntry::from_server);
-                match parsed {
-                    Ok(entry) => match add(&cx, &entry).await {
-                        Ok(()) => added += 1,
-                        Err(e) => {
-                            problems.push(format!("document {i} ({} {}): {e}", entry.server.name, entry.server.version))
-                        }
-                    },
-                    Err(e) => problems.push(format!("document {i}: {e}")),
-                }
-            }
-            println!("imported {added} entr{} (pending approval)", if added == 1 { "y" } else { "ies" });
-            if !problems.is_empty() {
-                bail!("{} document(s) refused:\n{}", problems.len(), problems.join("\n"));
+            let docs = operator::documents(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let (added, refused) = operator::import(&cx.store, docs, &actor(None)).await;
+            let n = added.len();
+            println!("imported {n} entr{} (pending approval)", if n == 1 { "y" } else { "ies" });
+            if !refused.is_empty() {
+                let lines: Vec<String> =
+                    refused.iter().map(|r| format!("document {}: {}", r.index, r.problems.join("; "))).collect();
+                bail!("{} document(s) refused:\n{}", refused.len(), lines.join("\n"));
             }
         }
         Command::List => {
@@ -188,15 +176,11 @@ pub async fn run(args: StoreArgs, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Scan { name } => {
-            let scanner = Scanner::new(&ScanConfig::default());
-            let mut worst = None;
-            for p in cx.store.pins(&name).await? {
-                let Some(metadata) = p.observed_metadata.as_ref().or(p.approved_metadata.as_ref()) else { continue };
-                let findings = scanner.scan(metadata);
-                worst = worst.max(max_severity(&findings));
-                print_findings(&key(&p), &findings);
+            let scanned = operator::scan_entry(&cx.store, &name).await?;
+            for (item, findings) in &scanned {
+                print_findings(item, findings);
             }
-            match worst {
+            match scanned.iter().filter_map(|(_, f)| max_severity(f)).max() {
                 Some(s) if s >= cx.block => bail!("findings at {s:?} or above block approval"),
                 _ => println!("no finding blocks approval"),
             }
@@ -270,20 +254,6 @@ async fn entry(cx: &Registry, name: &str, version: Option<&str>) -> anyhow::Resu
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// The documents in an import file.
-fn documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
-    Ok(match value {
-        serde_json::Value::Array(items) => items,
-        serde_json::Value::Object(ref o) if o.contains_key("servers") => o["servers"]
-            .as_array()
-            .map(|a| a.iter().map(|s| s.get("server").cloned().unwrap_or_else(|| s.clone())).collect())
-            .unwrap_or_default(),
-        other => vec![other],
-    })
 }
 
 fn governance(e: &EntryRecord) -> Option<portcullis_registry::model::Governance> {

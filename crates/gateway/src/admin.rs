@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use portcullis_registry::scan::Severity;
+use portcullis_registry::scan::{Severity, max_severity};
 use portcullis_registry::server_json::ServerEntry;
 use portcullis_store::{EntryRecord, EntryStatus, PinState, Store, StoreError};
 use serde::Deserialize;
@@ -87,6 +87,8 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Arc<Admin>>)> {
         ("post", "/admin/v1/entries/{name}/versions/{version}/revoke", post(revoke_entry)),
         ("get", "/admin/v1/entries/{name}/versions/{version}/diff", get(entry_diff)),
         ("get", "/admin/v1/entries/{name}/versions/{version}/drift", get(entry_drift)),
+        ("get", "/admin/v1/entries/{name}/versions/{version}/scan", get(entry_scan)),
+        ("post", "/admin/v1/import", post(import_entries)),
     ]
 }
 
@@ -566,6 +568,33 @@ async fn entry_diff(
         .map(|p| json!({"item": operator::pin_key(p), "state": p.state, "diff": operator::pin_diff(p)}))
         .collect();
     Ok(axum::Json(json!({"name": e.name, "items": items})).into_response())
+}
+
+async fn entry_scan(
+    _: Operator,
+    State(admin): State<Arc<Admin>>,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let e = operator::find_entry(&admin.store, &name, Some(&version)).await?;
+    let scanned = operator::scan_entry(&admin.store, &e.name).await?;
+    let worst = scanned.iter().filter_map(|(_, f)| max_severity(f)).max();
+    let items: Vec<Value> = scanned
+        .iter()
+        .map(|(item, findings)| json!({"item": item, "maxSeverity": max_severity(findings).map(severity), "findings": findings}))
+        .collect();
+    let blocks = worst.is_some_and(|w| w >= admin.block);
+    Ok(axum::Json(json!({"name": e.name, "blocks": blocks, "items": items})).into_response())
+}
+
+async fn import_entries(_: Operator, State(admin): State<Arc<Admin>>, body: Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::InvalidDocument(vec!["the body is not UTF-8 text".to_owned()]))?;
+    let docs = operator::documents(text).map_err(|e| ApiError::InvalidDocument(vec![e]))?;
+    let (added, refused) = operator::import(&admin.store, docs, "admin-api").await;
+    tracing::info!(target: "portcullis::admin", imported = added.len(), refused = refused.len(), "registry import");
+    let status = if refused.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let imported: Vec<Value> = added.iter().map(summary).collect();
+    Ok((status, axum::Json(json!({"imported": imported, "refused": refused}))).into_response())
 }
 
 /// `GET …/drift` query.

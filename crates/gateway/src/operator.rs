@@ -158,6 +158,59 @@ pub async fn revoke_entry(
 }
 
 /// The key naming a pinned item, e.g. `tool/lookup`.
+/// The documents in an import: one `server.json`, a JSON array of them, or a registry listing
+/// (`{"servers": [{"server": …}]}`).
+pub fn documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
+    Ok(match value {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(ref o) if o.contains_key("servers") => o["servers"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s.get("server").cloned().unwrap_or_else(|| s.clone())).collect())
+            .unwrap_or_default(),
+        other => vec![other],
+    })
+}
+
+/// Why one document of an import was refused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refused {
+    pub index: usize,
+    pub problems: Vec<String>,
+}
+
+/// Imports documents as pending entries; each is added or refused on its own.
+pub async fn import(store: &Store, docs: Vec<serde_json::Value>, actor: &str) -> (Vec<EntryRecord>, Vec<Refused>) {
+    let mut added = Vec::new();
+    let mut refused = Vec::new();
+    for (index, doc) in docs.into_iter().enumerate() {
+        let parsed = serde_json::from_value::<portcullis_registry::server_json::ServerJson>(doc)
+            .map_err(|e| vec![e.to_string()])
+            .and_then(|s| ServerEntry::from_server(s).map_err(|e| e.problems));
+        match parsed {
+            Ok(entry) => match add_entry(store, &entry, actor).await {
+                Ok(record) => added.push(record),
+                Err(e) => refused.push(Refused { index, problems: vec![e.to_string()] }),
+            },
+            Err(problems) => refused.push(Refused { index, problems }),
+        }
+    }
+    (added, refused)
+}
+
+/// The scan's findings for every pinned or observed item of an entry (observed metadata first).
+pub async fn scan_entry(store: &Store, name: &str) -> Result<Vec<(String, Vec<Finding>)>, OperatorError> {
+    let scanner = Scanner::new(&ScanConfig::default());
+    let mut out = Vec::new();
+    for p in store.pins(name).await? {
+        if let Some(metadata) = p.observed_metadata.as_ref().or(p.approved_metadata.as_ref()) {
+            out.push((pin_key(&p), scanner.scan(metadata)));
+        }
+    }
+    Ok(out)
+}
+
 pub fn pin_key(p: &PinRecord) -> String {
     pinning::pin_key(item_kind(p.kind), &p.name)
 }

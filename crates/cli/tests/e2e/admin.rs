@@ -270,6 +270,12 @@ async fn scan_findings_block_approval_until_an_override_is_given() {
     };
     assert_eq!(diff["items"][0]["item"], "tool/lookup", "{diff}");
     assert!(diff["items"][0]["diff"].as_str().is_some_and(|d| d.contains("id_rsa")), "{diff}");
+    let scan = admin.get(&entry_path("/scan")).await;
+    assert_eq!(scan.status, 200, "{}", scan.body);
+    let scan = scan.json();
+    assert_eq!(scan["blocks"], true, "{scan}");
+    assert_eq!(scan["items"][0]["item"], "tool/lookup", "{scan}");
+    assert!(scan["items"][0]["findings"].as_array().is_some_and(|f| !f.is_empty()), "{scan}");
     let blocked = admin.post(&entry_path("/approve"), &json!({})).await;
     assert_eq!((blocked.status, code(&blocked)), (422, "blocked_by_scan".to_owned()), "{}", blocked.body);
     let error = &blocked.json()["error"];
@@ -283,6 +289,29 @@ async fn scan_findings_block_approval_until_an_override_is_given() {
     let pins = admin.get(&entry_path("")).await.json()["pins"].clone();
     assert_eq!(pins[0]["state"], "approved", "{pins}");
     assert_eq!(pins[0]["overrideReason"], "reviewed: test fixture", "the override is recorded: {pins}");
+}
+
+#[tokio::test]
+async fn import_adds_each_valid_document_and_lists_the_refused_ones() {
+    let store = TestStore::new(Backend::Sqlite);
+    let admin = Admin::start(&store, None);
+    let mut second = document();
+    second["version"] = json!("1.1.0");
+    let mut bad = document();
+    bad["version"] = json!("latest");
+    let listing = json!({"servers": [{"server": document()}, {"server": bad}, {"server": second}]});
+    let r = admin.post("/admin/v1/import", &listing).await;
+    assert_eq!(r.status, 207, "partly imported: {}", r.body);
+    let body = r.json();
+    assert_eq!(body["imported"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(body["refused"][0]["index"], 1, "{body}");
+    assert!(body["refused"][0]["problems"].to_string().contains("latest"), "{body}");
+    let again = admin.post("/admin/v1/import", &json!([document()])).await;
+    assert_eq!(again.status, 207, "a duplicate is refused, not overwritten: {}", again.body);
+    let r = admin.call(Method::POST, "/admin/v1/import", "{ nope").await;
+    assert_eq!((r.status, code(&r)), (400, "invalid_document".to_owned()), "{}", r.body);
+    let r = raw(Method::POST, &admin.url("/admin/v1/import"), &[], "[]").await;
+    assert_eq!(r.status, 401, "import needs the token");
 }
 
 #[tokio::test]
