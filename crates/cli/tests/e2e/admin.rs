@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Raw, fixture, free_port, host, python, raw};
-use crate::registry::{Backend, TestStore, ok, registry};
+use crate::harness::{Gateway, Raw, fixture, free_port, host, raw};
+use crate::registry::{Backend, TestStore, drift_upstream, ok, registry};
 
 const DRIFT: &str = "io.example.orders/lookup";
 const DRIFT_PATH: &str = "io.example.orders%2Flookup";
@@ -30,7 +30,6 @@ impl Admin {
         let token_file = dir.path().join("admin.token");
         std::fs::write(&token_file, format!("{token}\n")).expect("write token");
         let port = free_port();
-        let env = description.map(|d| format!("env = {{ LOOKUP_DESCRIPTION = {} }}\n", json!(d))).unwrap_or_default();
         let gw = Gateway::start(&format!(
             r#"
 [registry]
@@ -41,21 +40,14 @@ rescan_interval = "1s"
 [admin]
 address = "127.0.0.1:{port}"
 token = "file:{}"
-
-[[upstream]]
-name = "drift"
-transport = "stdio"
-command = "{}"
-args = ["{}"]
-{env}
+{}
 [[route]]
 path = "/mcp"
 upstreams = ["drift"]
 "#,
             store.url,
             token_file.display(),
-            python().display(),
-            fixture("drifting_server.py").display(),
+            drift_upstream(description),
         ));
         assert!(gw.log().contains(&format!("admin API listening on http://127.0.0.1:{port}")), "{}", gw.log());
         assert!(!gw.log().contains(&token), "the token is never logged");

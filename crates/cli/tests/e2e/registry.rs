@@ -84,20 +84,23 @@ pub(crate) fn ok(out: Output) -> String {
     text
 }
 
-fn gateway(store: &TestStore, mode: &str, description: Option<&str>) -> Gateway {
+/// The drifting fixture as a stdio upstream named `drift`, its tool described as given.
+pub(crate) fn drift_upstream(description: Option<&str>) -> String {
     let env = description.map(|d| format!("env = {{ LOOKUP_DESCRIPTION = {} }}\n", json!(d))).unwrap_or_default();
+    format!(
+        "\n[[upstream]]\nname = \"drift\"\ntransport = \"stdio\"\ncommand = \"{}\"\nargs = [\"{}\"]\n{env}",
+        python().display(),
+        fixture("drifting_server.py").display()
+    )
+}
+
+fn gateway(store: &TestStore, mode: &str, description: Option<&str>) -> Gateway {
     Gateway::start(&format!(
         r#"
 [registry]
 mode = "{mode}"
 store = "{}"
-
-[[upstream]]
-name = "drift"
-transport = "stdio"
-command = "{}"
-args = ["{}"]
-{env}
+{}
 [[upstream]]
 name = "stranger"
 transport = "stdio"
@@ -109,8 +112,7 @@ path = "/mcp"
 upstreams = ["drift", "stranger"]
 "#,
         store.url,
-        python().display(),
-        fixture("drifting_server.py").display(),
+        drift_upstream(description),
     ))
 }
 
