@@ -26,3 +26,5 @@ mod lifecycle;
 mod registry;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/stdio.rs"]
+mod stdio;

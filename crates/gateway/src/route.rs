@@ -293,11 +293,6 @@ impl ListKind {
         }
     }
 
-    /// Whether item names are prefixed on aggregating routes.
-    pub fn prefixes_names(self) -> bool {
-        matches!(self, Self::Tools | Self::Prompts)
-    }
-
     /// The list-changed notification method.
     pub fn notification(self) -> &'static str {
         match self {

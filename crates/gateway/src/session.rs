@@ -322,16 +322,6 @@ impl Sessions {
         removed.map(|s| s.closed.cancel()).is_some()
     }
 
-    /// How many sessions are live.
-    pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    /// Whether no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Ends sessions idle longer than the timeout.
     pub fn expire_idle(&self) {
         let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -89,7 +89,7 @@ impl Link {
         }
     }
 
-    /// Whether the transport itself can carry server-initiated requests outside a call.
+    /// The upstream's name, for logs and errors.
     pub fn name(&self) -> &str {
         match self {
             Self::Stdio(l) => l.name(),
