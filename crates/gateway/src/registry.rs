@@ -86,7 +86,15 @@ pub struct Registry {
     /// when it equals the approved pin (so a change is refused even before the store reloads,
     /// and nothing is callable on a stale approval before its current metadata was seen).
     verified: Mutex<HashMap<String, ItemHashes>>,
+    /// Name and pin hash of each distinct item text seen (see [`Registry::hashed`]).
+    hashes: Mutex<HashMemo>,
 }
+
+/// Name and pin hash by (kind, exact item text).
+type HashMemo = HashMap<(ItemKind, Box<str>), (String, String)>;
+
+/// How many distinct item texts the hash memo keeps before starting over.
+const HASH_MEMO_LIMIT: usize = 8192;
 
 /// The hash last observed of each item of one upstream.
 type ItemHashes = HashMap<(ItemKind, String), String>;
@@ -127,6 +135,7 @@ impl Registry {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             written: Mutex::new(HashSet::new()),
             verified: Mutex::new(HashMap::new()),
+            hashes: Mutex::new(HashMap::new()),
         });
         registry.seed().await?;
         registry.reload().await.map_err(|e| format!("registry store: {e}"))?;
@@ -324,21 +333,27 @@ impl Registry {
         let Some(entry) = snapshot.entries.get(upstream) else {
             return self.settings.mode == Mode::Audit;
         };
-        let Ok(metadata) = serde_json::from_str::<serde_json::Value>(item.get()) else { return false };
-        let Some(observed) = Observed::of(kind, metadata) else { return false };
+        let (name, hash) = match self.hashed(kind, item) {
+            Some(known) => known,
+            None => return false,
+        };
         self.verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(upstream.to_owned())
             .or_default()
-            .insert((kind, observed.name.clone()), observed.hash.clone());
-        let pin = snapshot.pins.get(&entry.name).and_then(|p| p.get(&(kind, observed.name.clone())));
+            .insert((kind, name.clone()), hash.clone());
+        let pin = snapshot.pins.get(&entry.name).and_then(|p| p.get(&(kind, name)));
         if let Some(p) = pin
             && p.state == PinState::Approved
-            && p.approved_hash.as_deref() == Some(observed.hash.as_str())
+            && p.approved_hash.as_deref() == Some(hash.as_str())
         {
             return true;
         }
+        // Differs from the approval: the full metadata is needed to record it.
+        let Some(observed) = serde_json::from_str(item.get()).ok().and_then(|m| Observed::of(kind, m)) else {
+            return false;
+        };
         let approved_now = self.record(entry, pin, &observed).await;
         approved_now || self.settings.mode == Mode::Audit
     }
@@ -418,6 +433,22 @@ impl Registry {
             tracing::error!(entry = %entry.name, error = %e, "cannot record drift");
         }
         matches!(observation, Observation::Returned)
+    }
+
+    /// An item's name and pin hash, memoized by its exact text: a listing repeats the same
+    /// bytes, so the parse, canonicalization and SHA-256 are done once per distinct item.
+    fn hashed(&self, kind: ItemKind, item: &serde_json::value::RawValue) -> Option<(String, String)> {
+        let key = (kind, Box::<str>::from(item.get()));
+        if let Some(known) = self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return Some(known.clone());
+        }
+        let observed = Observed::of(kind, serde_json::from_str(item.get()).ok()?)?;
+        let mut memo = self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if memo.len() >= HASH_MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(key, (observed.name.clone(), observed.hash.clone()));
+        Some((observed.name, observed.hash))
     }
 
     /// Forgets what was observed of an upstream (it restarted or reconnected: its metadata
