@@ -1,0 +1,1 @@
+//! Authorization decisions outside the model.
