@@ -10,6 +10,7 @@
 //! of two writers naming the same expected revision, exactly one wins and the other gets
 //! [`StoreError::Conflict`].
 
+mod api_key;
 mod backend;
 mod drift;
 mod entry;
@@ -18,6 +19,7 @@ mod migration;
 mod pin;
 mod record;
 
+pub use api_key::ApiKeyRecord;
 pub use error::StoreError;
 pub use record::{DriftChange, DriftRecord, EntryRecord, EntryStatus, Observation, PinKind, PinRecord, PinState};
 

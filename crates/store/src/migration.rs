@@ -16,12 +16,16 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 pub(crate) struct Migrations(&'static [(&'static str, &'static str)]);
 
 /// The SQLite schema.
-pub(crate) const SQLITE: Migrations =
-    Migrations(&[("0001_registry.sql", include_str!("../migrations/sqlite/0001_registry.sql"))]);
+pub(crate) const SQLITE: Migrations = Migrations(&[
+    ("0001_registry.sql", include_str!("../migrations/sqlite/0001_registry.sql")),
+    ("0002_api_keys.sql", include_str!("../migrations/sqlite/0002_api_keys.sql")),
+]);
 
 /// The PostgreSQL schema.
-pub(crate) const POSTGRES: Migrations =
-    Migrations(&[("0001_registry.sql", include_str!("../migrations/postgres/0001_registry.sql"))]);
+pub(crate) const POSTGRES: Migrations = Migrations(&[
+    ("0001_registry.sql", include_str!("../migrations/postgres/0001_registry.sql")),
+    ("0002_api_keys.sql", include_str!("../migrations/postgres/0002_api_keys.sql")),
+]);
 
 impl Migrations {
     /// A migrator over these migrations (PostgreSQL: holding an advisory lock while it runs).
@@ -86,6 +90,6 @@ mod tests {
             m.resolve_now().unwrap_or_else(|e| panic!("{e}")).iter().map(|m| m.version).collect()
         };
         assert_eq!(versions(SQLITE), versions(POSTGRES));
-        assert_eq!(versions(SQLITE), vec![1]);
+        assert_eq!(versions(SQLITE), vec![1, 2]);
     }
 }
