@@ -3,6 +3,18 @@
 //! a stdio host is the local OS user or a configured identity. Each becomes a
 //! [`Principal`], the only identity the rest of the gateway sees.
 
+pub mod api_key;
+mod discovery;
+mod endpoint;
+mod jwks;
+pub mod jwt;
 pub mod principal;
+#[cfg(test)]
+mod test_issuer;
 
+pub use endpoint::EndpointError;
+pub use jwt::{
+    Algorithm, AlgorithmError, ClaimMapping, ClaimPath, ClaimPathError, InvalidSettings, JwtSettings, JwtValidator,
+    SettingsError, TokenError, WorkloadRule,
+};
 pub use principal::{AuthMethod, Principal, PrincipalKind};
