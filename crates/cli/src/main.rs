@@ -8,9 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portcullis_gateway::admin::{self, Admin};
 use portcullis_gateway::downstream;
+use portcullis_gateway::identity::Authenticator;
 use portcullis_gateway::{Config, Gateway};
 use tokio_util::sync::CancellationToken;
 
+mod apikey;
+mod policy;
 mod registry;
 
 /// Portcullis sits between AI hosts and the MCP servers they use: hosts connect
@@ -55,6 +58,18 @@ enum Command {
         #[command(subcommand)]
         command: registry::Command,
     },
+    /// Manage workload API keys (shown once at creation; only their hashes are stored).
+    Apikey {
+        #[command(flatten)]
+        store: apikey::KeyStoreArgs,
+        #[command(subcommand)]
+        command: apikey::Command,
+    },
+    /// Check policy files and run decision fixtures, so a policy change is reviewed like code.
+    Policy {
+        #[command(subcommand)]
+        command: policy::Command,
+    },
     /// Run the bundled demo MCP server (the quickstart's upstream) on stdio, or on HTTP with --http.
     Demo {
         /// Serve Streamable HTTP on this address instead of stdio.
@@ -93,8 +108,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
             let c = Config::load(&config)?;
+            let policy = policy::describe(&c.policy).with_context(|| format!("{}: [policy]", config.display()))?;
             println!(
-                "{}: ok ({} upstream(s), {} route(s){})",
+                "{}: ok ({} upstream(s), {} route(s){}; {policy})",
                 config.display(),
                 c.upstreams.len(),
                 c.routes.len(),
@@ -114,6 +130,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .listen
                 .clone()
                 .context("the configuration has no [listen] section; add one or use `portcullis stdio`")?;
+            if c.auth.is_none() && !settings.address.ip().is_loopback() {
+                anyhow::bail!(
+                    "{} is not a loopback address: hosts there must authenticate; configure [auth]",
+                    settings.address
+                );
+            }
+            // Hosts' credentials are checked by this; its key store opens before anything starts.
+            let auth = match &c.auth {
+                Some(a) => Some(Authenticator::open(a).await.map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             // The admin API's token is read and its address bound before anything starts.
             let admin = match (&c.admin, &c.registry) {
                 (Some(a), Some(registry)) => {
@@ -146,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             eprintln!("portcullis listening on http://{local}");
-            let app = downstream::http::router(Arc::clone(&gateway), settings);
+            let app = downstream::http::router(Arc::clone(&gateway), settings, auth);
             let served = downstream::http::serve(listener, app, stop.clone()).await;
             stop.cancel();
             if let Some((state, task)) = admin {
@@ -174,6 +201,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Registry { store, command } => registry::run(store, command).await,
+        Command::Apikey { store, command } => apikey::run(store, command).await,
+        Command::Policy { command } => policy::run(command),
         Command::Demo { http } => {
             match http {
                 Some(addr) => {

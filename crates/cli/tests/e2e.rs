@@ -6,8 +6,13 @@
 #[path = "e2e/harness.rs"]
 mod harness;
 
+#[path = "e2e/issuer.rs"]
+mod issuer;
+
 #[path = "e2e/admin.rs"]
 mod admin;
+#[path = "e2e/auth.rs"]
+mod auth;
 #[path = "e2e/config.rs"]
 mod config;
 #[path = "e2e/conformance.rs"]
@@ -28,3 +33,5 @@ mod registry;
 mod routing;
 #[path = "e2e/stdio.rs"]
 mod stdio;
+#[path = "e2e/validation.rs"]
+mod validation;

@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
@@ -30,26 +29,18 @@ use subtle::ConstantTimeEq;
 
 use crate::operator::{self, BlockedItem, OperatorError};
 use crate::registry::RegistrySettings;
+use crate::secret::{Secret, SecretRef};
 
 /// The `[admin]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
     pub address: SocketAddr,
     /// Where the bearer token is read from at start.
-    pub token: CredentialRef,
-}
-
-/// A credential by reference: the configuration names where the value is, never the value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialRef {
-    /// `env:VAR`
-    Env(String),
-    /// `file:/path` (relative paths are taken from the configuration file's folder)
-    File(PathBuf),
+    pub token: SecretRef,
 }
 
 /// The admin bearer token; never printed (its `Debug` is redacted), compared in constant time.
-pub struct AdminToken(Box<str>);
+pub struct AdminToken(Secret);
 
 /// The admin API's state: its own handle on the registry store.
 pub struct Admin {
@@ -92,54 +83,14 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Arc<Admin>>)> {
     ]
 }
 
-impl CredentialRef {
-    /// Parses `env:VAR` or `file:path`; the error never echoes the text (it may be a token).
-    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        if let Some(var) = text.strip_prefix("env:") {
-            if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err("expected env:VAR with a variable name (letters, digits, '_')".to_owned());
-            }
-            return Ok(CredentialRef::Env(var.to_owned()));
-        }
-        if let Some(path) = text.strip_prefix("file:") {
-            if path.is_empty() {
-                return Err("expected file:/path/to/token".to_owned());
-            }
-            return Ok(CredentialRef::File(base.join(path)));
-        }
-        Err("expected a reference, env:VAR or file:/path (the token itself never goes in the configuration)".to_owned())
-    }
-
-    /// Reads the token; refuses an unset or empty one.
-    pub fn resolve(&self) -> Result<AdminToken, String> {
-        let value = match self {
-            CredentialRef::Env(var) => {
-                std::env::var(var).map_err(|_| format!("admin.token: the environment variable {var} is not set"))?
-            }
-            CredentialRef::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("admin.token: cannot read {}: {e}", path.display()))?,
-        };
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(format!("admin.token: {self} is empty; the admin API needs a credential"));
-        }
-        Ok(AdminToken(value.into()))
-    }
-}
-
-impl fmt::Display for CredentialRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialRef::Env(var) => write!(f, "env:{var}"),
-            CredentialRef::File(path) => write!(f, "file:{}", path.display()),
-        }
-    }
-}
-
 impl AdminToken {
+    /// Reads the token from its reference; refuses an unset or empty one.
+    pub fn resolve(from: &SecretRef) -> Result<Self, String> {
+        from.resolve_now().map(Self).map_err(|e| format!("admin.token: {e}"))
+    }
     /// Whether a presented token is this one (constant time in the token's content).
     fn accepts(&self, presented: &str) -> bool {
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        self.0.expose().as_bytes().ct_eq(presented.as_bytes()).into()
     }
 }
 
@@ -152,7 +103,7 @@ impl fmt::Debug for AdminToken {
 impl Admin {
     /// Reads the token (refusing an empty one) and opens the registry store.
     pub async fn open(settings: &AdminSettings, registry: &RegistrySettings) -> Result<Arc<Self>, String> {
-        let token = settings.token.resolve()?;
+        let token = AdminToken::resolve(&settings.token)?;
         let store = Store::connect(&registry.store).await.map_err(|e| format!("admin: registry store: {e}"))?;
         Ok(Arc::new(Admin { store, token, block: registry.block_severity }))
     }
@@ -713,15 +664,12 @@ mod tests {
     fn credential_references_resolve_and_refuse_empty_values() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("t"), "s3cret\n").expect("write");
-        let r = CredentialRef::parse("file:t", dir.path()).expect("file ref");
-        let token = r.resolve().expect("resolves");
+        let r = SecretRef::parse("file:t", dir.path()).expect("file ref");
+        let token = AdminToken::resolve(&r).expect("resolves");
         assert!(token.accepts("s3cret") && !token.accepts("s3cre") && !token.accepts("s3cret!"));
         assert_eq!(format!("{token:?}"), "AdminToken(redacted)");
         std::fs::write(dir.path().join("t"), " \n").expect("write");
-        assert!(r.resolve().is_err_and(|e| e.contains("empty")));
-        let err = CredentialRef::parse("hunter2", dir.path()).expect_err("a value is refused");
-        assert!(!err.contains("hunter2"));
-        assert!(CredentialRef::parse("env:A-B", dir.path()).is_err());
+        assert!(AdminToken::resolve(&r).is_err_and(|e| e.contains("empty")));
     }
 
     #[test]

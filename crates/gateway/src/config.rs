@@ -12,8 +12,10 @@ use portcullis_registry::scan::Severity;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::admin::{AdminSettings, CredentialRef};
+use crate::admin::AdminSettings;
 use crate::registry::{Mode, RegistrySettings};
+use crate::secret::SecretRef;
+use crate::validation::{Strictness, ValidationSettings};
 
 /// The raw configuration file.
 #[derive(Debug, Deserialize)]
@@ -34,6 +36,124 @@ pub struct RawConfig {
     pub registry: Option<RawRegistry>,
     /// The admin HTTP API and the read-only subregistry; absent means not served.
     pub admin: Option<RawAdmin>,
+    /// Who hosts are: OAuth bearer tokens, API keys, the stdio identity. Absent: anonymous hosts,
+    /// allowed only on a loopback listener.
+    pub auth: Option<RawAuth>,
+    /// Authorization by policy; absent means the bundled default tier policy, enforced.
+    pub policy: Option<RawPolicy>,
+    /// Tool-argument validation against the pinned input schema; absent means on.
+    pub validation: Option<RawValidation>,
+}
+
+/// `[auth]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// The gateway's public base URL as hosts reach it, e.g. `https://mcp.example.com`. A route's
+    /// resource identifier (RFC 8707: the audience its tokens must carry, and the `resource` of its
+    /// protected-resource metadata) is this URL followed by the route's path.
+    pub public_url: Spanned<String>,
+    /// Scopes every token must carry (403 `insufficient_scope` otherwise).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Scopes advertised in the protected-resource metadata (the required ones are always included).
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// OAuth 2.1: JWT access tokens from one issuer.
+    pub oauth: Option<RawOAuth>,
+    /// Workload API keys, kept hashed in the store (`portcullis apikey create`).
+    pub api_keys: Option<RawApiKeys>,
+    /// Who a stdio host is; default the OS user running the gateway.
+    pub stdio: Option<RawStdioIdentity>,
+}
+
+/// `[auth.oauth]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    /// The authorization server's issuer identifier; `iss` must equal it.
+    pub issuer: Spanned<String>,
+    /// The JWKS URL; default: discovered from the issuer's metadata (RFC 8414, then OpenID Connect).
+    pub jwks_uri: Option<Spanned<String>>,
+    /// Signature algorithms accepted (never `none`, never HS*).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Spanned<Vec<String>>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (at most 5 minutes).
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The claim naming the subject.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// The claim holding groups or roles (an array, or a space-separated string; dotted paths such as
+    /// `realm_access.roles` reach into objects).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// The claim holding the tenant, if the deployment has several.
+    pub tenant_claim: Option<String>,
+    /// A token whose `client_id` equals its subject (client-credentials grant) is a workload, not a user.
+    #[serde(default = "default_true")]
+    pub client_credentials_are_workloads: bool,
+    /// How long a fetched key set is trusted before it is fetched again.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+}
+
+/// `[auth.api_keys]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    /// The store holding the keys' hashes; default the registry's store.
+    pub store: Option<Spanned<String>>,
+}
+
+/// `[auth.stdio]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStdioIdentity {
+    /// The principal a stdio host acts as.
+    pub principal: String,
+    /// Its groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[policy]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `enforce` (refuse what the policy denies), `shadow` (decide and record would-be denials,
+    /// refuse nothing) or `off`.
+    #[serde(default = "default_mode")]
+    pub mode: Spanned<String>,
+    /// Cedar policy files, or folders of `*.cedar` files (relative to this file). Empty: the
+    /// bundled default tier policy.
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+    /// Also load the bundled default tier policy beside `paths`.
+    #[serde(default)]
+    pub include_default: bool,
+    /// A candidate set evaluated in shadow beside the enforced one: its would-be decisions are
+    /// recorded, never enforced (review a change against real traffic before switching).
+    #[serde(default)]
+    pub shadow_paths: Vec<Spanned<String>>,
+    /// How often the files are checked for changes (an invalid change keeps the running set).
+    #[serde(default = "default_policy_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// `[validation]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidation {
+    /// `enforce` (refuse arguments that fail the pinned schema) or `off`.
+    #[serde(default = "default_mode")]
+    pub mode: Spanned<String>,
+    /// Refuse fields the schema does not declare: `auto` (for high and critical tiers), `always`, `never`.
+    #[serde(default = "default_strict")]
+    pub strict: Spanned<String>,
+    /// Also check a result's `structuredContent` against the tool's pinned output schema.
+    #[serde(default)]
+    pub output: bool,
 }
 
 /// `[admin]`
@@ -158,6 +278,18 @@ pub struct RawUpstream {
     pub timeout: Option<Duration>,
     /// The prefix its tool and prompt names get on aggregating routes; default `<name>__`.
     pub prefix: Option<Spanned<String>>,
+    /// http/sse: the gateway's own credential for this upstream, sent as `Authorization: Bearer`,
+    /// by reference (`env:VAR`, `file:/path`, `cmd:program args`). A host's token is never forwarded.
+    pub bearer: Option<Spanned<String>>,
+    /// http/sse: more credential headers, name → reference (e.g. `X-Api-Key = "file:/run/secrets/k"`).
+    #[serde(default)]
+    pub secret_headers: HashMap<String, Spanned<String>>,
+    /// http/sse: plain headers sent on every request (not for credentials).
+    #[serde(default)]
+    pub headers: HashMap<String, Spanned<String>>,
+    /// stdio: environment variables whose values are secret references.
+    #[serde(default)]
+    pub secret_env: HashMap<String, Spanned<String>>,
 }
 
 /// `[[route]]`
@@ -176,6 +308,30 @@ pub struct RawRoute {
     pub on_upstream_failure: Spanned<String>,
 }
 
+fn default_algorithms() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, ["RS256", "ES256", "PS256", "EdDSA"].map(String::from).to_vec())
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_subject_claim() -> String {
+    "sub".to_owned()
+}
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_policy_reload() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_strict() -> Spanned<String> {
+    Spanned::new(0..0, "auto".to_owned())
+}
 fn default_mode() -> Spanned<String> {
     Spanned::new(0..0, "enforce".to_owned())
 }
@@ -237,6 +393,82 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
     pub registry: Option<RegistrySettings>,
     pub admin: Option<AdminSettings>,
+    pub auth: Option<AuthSettings>,
+    pub policy: PolicySettings,
+    pub validation: ValidationSettings,
+}
+
+/// Who hosts are (`[auth]`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The public base URL, without a trailing slash.
+    pub public_url: String,
+    pub required_scopes: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub oauth: Option<OAuthSettings>,
+    /// The store holding API key hashes, when API keys are accepted.
+    pub api_key_store: Option<String>,
+    /// The principal and groups of stdio hosts, when configured.
+    pub stdio: Option<(String, Vec<String>)>,
+}
+
+impl AuthSettings {
+    /// A route's resource identifier (RFC 8707): the audience its tokens carry.
+    pub fn resource(&self, route_path: &str) -> String {
+        format!("{}{route_path}", self.public_url)
+    }
+}
+
+/// `[auth.oauth]`, validated.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub issuer: String,
+    pub jwks_uri: Option<String>,
+    pub algorithms: Vec<String>,
+    pub leeway: Duration,
+    pub subject_claim: String,
+    pub groups_claim: String,
+    pub tenant_claim: Option<String>,
+    pub client_credentials_are_workloads: bool,
+    pub jwks_refresh: Duration,
+}
+
+/// How the policy is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    Enforce,
+    /// Decide and record, refuse nothing.
+    Shadow,
+    Off,
+}
+
+/// `[policy]`, validated.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub mode: PolicyMode,
+    /// Files and folders of the enforced set; empty means the bundled default.
+    pub paths: Vec<PathBuf>,
+    pub include_default: bool,
+    pub shadow_paths: Vec<PathBuf>,
+    pub reload_interval: Duration,
+}
+
+/// Where one upstream header's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSource {
+    Plain(String),
+    /// `Bearer <secret>`.
+    Bearer(SecretRef),
+    Secret(SecretRef),
+}
+
+/// The gateway's own credentials for one upstream (never a host's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamCredentials {
+    /// http/sse: headers on every request.
+    pub headers: Vec<(String, HeaderSource)>,
+    /// stdio: environment variables from secrets.
+    pub env: Vec<(String, SecretRef)>,
 }
 
 /// Gateway-wide settings.
@@ -288,6 +520,7 @@ pub struct UpstreamSettings {
     pub era: EraPreference,
     pub timeout: Duration,
     pub prefix: String,
+    pub credentials: UpstreamCredentials,
 }
 
 /// How a route names what it aggregates.
@@ -511,12 +744,14 @@ impl Validator<'_> {
                 }
                 None => format!("{name}__"),
             };
+            let credentials = self.credentials(&u, &key, &transport, base);
             upstreams.push(UpstreamSettings {
                 name,
                 transport,
                 era,
                 timeout: u.timeout.unwrap_or(gateway.request_timeout),
                 prefix,
+                credentials,
             });
         }
         let mut routes = Vec::new();
@@ -602,8 +837,257 @@ impl Validator<'_> {
                 message: "at least one [[route]] is needed".to_owned(),
             });
         }
-        Config { gateway, listen, upstreams, routes, registry, admin }
+        let auth = raw.auth.map(|a| self.auth(a, registry.as_ref()));
+        if let (Some(l), None) = (&listen, &auth)
+            && !l.address.ip().is_loopback()
+        {
+            self.problems.push(Problem {
+                line: None,
+                key: "listen.address".to_owned(),
+                message: format!(
+                    "{} is not a loopback address: hosts there must authenticate; configure [auth]",
+                    l.address
+                ),
+            });
+        }
+        let policy = self.policy(raw.policy, base);
+        let validation = self.validation(raw.validation);
+        Config { gateway, listen, upstreams, routes, registry, admin, auth, policy, validation }
     }
+}
+
+/// Headers an upstream credential may not set (the transport owns them).
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "content-type",
+    "accept",
+    "connection",
+    "transfer-encoding",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
+impl Validator<'_> {
+    fn credentials(
+        &mut self,
+        u: &RawUpstream,
+        key: &str,
+        transport: &UpstreamTransport,
+        base: &Path,
+    ) -> UpstreamCredentials {
+        let mut out = UpstreamCredentials::default();
+        let is_stdio = matches!(transport, UpstreamTransport::Stdio { .. });
+        let secret = |v: &mut Self, at: &Spanned<String>, field: String| match SecretRef::parse(at.get_ref(), base) {
+            Ok(r) => Some(r),
+            Err(message) => {
+                v.problem(at, field, message);
+                None
+            }
+        };
+        if let Some(bearer) = &u.bearer {
+            if is_stdio {
+                self.problem(bearer, format!("{key}.bearer"), "a stdio upstream takes credentials in secret_env");
+            } else if let Some(r) = secret(self, bearer, format!("{key}.bearer")) {
+                out.headers.push(("authorization".to_owned(), HeaderSource::Bearer(r)));
+            }
+        }
+        let mut header_names: Vec<(&String, &Spanned<String>, bool)> = u
+            .secret_headers
+            .iter()
+            .map(|(k, v)| (k, v, true))
+            .chain(u.headers.iter().map(|(k, v)| (k, v, false)))
+            .collect();
+        header_names.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, value, is_secret) in header_names {
+            let field = format!("{key}.{}.{name}", if is_secret { "secret_headers" } else { "headers" });
+            let lower = name.to_ascii_lowercase();
+            if is_stdio {
+                self.problem(value, field, "a stdio upstream has no headers");
+                continue;
+            }
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_err()
+                || RESERVED_HEADERS.contains(&lower.as_str())
+                || lower.starts_with("mcp-")
+            {
+                self.problem(value, field, format!("'{name}' is not a header the gateway lets a configuration set"));
+                continue;
+            }
+            if out.headers.iter().any(|(n, _)| *n == lower) {
+                self.problem(value, field, format!("header '{name}' is set twice"));
+                continue;
+            }
+            if is_secret {
+                if let Some(r) = secret(self, value, field) {
+                    out.headers.push((lower, HeaderSource::Secret(r)));
+                }
+            } else if lower == "authorization" || lower == "proxy-authorization" || lower == "cookie" {
+                self.problem(value, field, "credentials go in bearer or secret_headers, by reference");
+            } else if http::HeaderValue::from_str(value.get_ref()).is_err() {
+                self.problem(value, field, "not a valid header value");
+            } else {
+                out.headers.push((lower, HeaderSource::Plain(value.get_ref().clone())));
+            }
+        }
+        let mut env: Vec<_> = u.secret_env.iter().collect();
+        env.sort_by(|a, b| a.0.cmp(b.0));
+        for (var, value) in env {
+            let field = format!("{key}.secret_env.{var}");
+            if !is_stdio {
+                self.problem(value, field, "only a stdio upstream has an environment");
+            } else if let Some(r) = secret(self, value, field) {
+                out.env.push((var.clone(), r));
+            }
+        }
+        out
+    }
+
+    fn auth(&mut self, raw: RawAuth, registry: Option<&RegistrySettings>) -> AuthSettings {
+        let public_url = raw.public_url.get_ref().trim_end_matches('/').to_owned();
+        let url_ok = public_url.parse::<http::Uri>().is_ok_and(|u| {
+            u.host().is_some()
+                && u.query().is_none()
+                && (u.scheme_str() == Some("https") || (u.scheme_str() == Some("http") && is_loopback_host(u.host())))
+        });
+        if !url_ok {
+            self.problem(
+                &raw.public_url,
+                "auth.public_url",
+                "expected an https:// URL without query (http:// only for loopback)",
+            );
+        }
+        let oauth = raw.oauth.map(|o| {
+            let issuer = o.issuer.get_ref().clone();
+            if !issuer.parse::<http::Uri>().is_ok_and(|u| {
+                u.scheme_str() == Some("https") || (u.scheme_str() == Some("http") && is_loopback_host(u.host()))
+            }) {
+                self.problem(&o.issuer, "auth.oauth.issuer", "expected an https:// URL (http:// only for loopback)");
+            }
+            for alg in o.algorithms.get_ref() {
+                if !matches!(
+                    alg.as_str(),
+                    "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+                ) {
+                    self.problem(
+                        &o.algorithms,
+                        "auth.oauth.algorithms",
+                        format!("'{alg}' is not accepted (asymmetric RS*, PS*, ES256, ES384 or EdDSA only)"),
+                    );
+                }
+            }
+            if o.algorithms.get_ref().is_empty() {
+                self.problem(&o.algorithms, "auth.oauth.algorithms", "at least one algorithm is needed");
+            }
+            if o.leeway > Duration::from_secs(300) {
+                self.problem(&o.issuer, "auth.oauth.leeway", "at most 5 minutes of clock skew");
+            }
+            OAuthSettings {
+                issuer,
+                jwks_uri: o.jwks_uri.map(|j| j.into_inner()),
+                algorithms: o.algorithms.into_inner(),
+                leeway: o.leeway,
+                subject_claim: o.subject_claim,
+                groups_claim: o.groups_claim,
+                tenant_claim: o.tenant_claim,
+                client_credentials_are_workloads: o.client_credentials_are_workloads,
+                jwks_refresh: o.jwks_refresh.max(Duration::from_secs(1)),
+            }
+        });
+        let api_key_store = raw.api_keys.map(|k| match k.store {
+            Some(store) => store.into_inner(),
+            None => registry.map_or_else(|| default_store().into_inner(), |r| r.store.clone()),
+        });
+        let mut scopes_supported = raw.scopes_supported;
+        for s in &raw.required_scopes {
+            if !scopes_supported.contains(s) {
+                scopes_supported.push(s.clone());
+            }
+        }
+        AuthSettings {
+            public_url,
+            required_scopes: raw.required_scopes,
+            scopes_supported,
+            oauth,
+            api_key_store,
+            stdio: raw.stdio.map(|s| (s.principal, s.groups)),
+        }
+    }
+
+    fn policy(&mut self, raw: Option<RawPolicy>, base: &Path) -> PolicySettings {
+        let Some(raw) = raw else {
+            return PolicySettings {
+                mode: PolicyMode::Enforce,
+                paths: Vec::new(),
+                include_default: true,
+                shadow_paths: Vec::new(),
+                reload_interval: default_policy_reload(),
+            };
+        };
+        let mode = match raw.mode.get_ref().as_str() {
+            "enforce" => PolicyMode::Enforce,
+            "shadow" => PolicyMode::Shadow,
+            "off" => PolicyMode::Off,
+            other => {
+                self.problem(
+                    &raw.mode,
+                    "policy.mode",
+                    format!("unknown mode '{other}' (expected enforce, shadow or off)"),
+                );
+                PolicyMode::Enforce
+            }
+        };
+        let paths_of = |v: &mut Self, list: &[Spanned<String>], key: &str| {
+            let mut out = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let full = base.join(p.get_ref());
+                if !full.exists() {
+                    v.problem(p, format!("policy.{key}[{i}]"), format!("no such file or folder: {}", full.display()));
+                }
+                out.push(full);
+            }
+            out
+        };
+        let paths = paths_of(self, &raw.paths, "paths");
+        let shadow_paths = paths_of(self, &raw.shadow_paths, "shadow_paths");
+        PolicySettings {
+            mode,
+            include_default: raw.include_default || paths.is_empty(),
+            paths,
+            shadow_paths,
+            reload_interval: raw.reload_interval.max(Duration::from_millis(200)),
+        }
+    }
+
+    fn validation(&mut self, raw: Option<RawValidation>) -> ValidationSettings {
+        let Some(raw) = raw else { return ValidationSettings::default() };
+        let enabled = match raw.mode.get_ref().as_str() {
+            "enforce" => true,
+            "off" => false,
+            other => {
+                self.problem(&raw.mode, "validation.mode", format!("unknown mode '{other}' (expected enforce or off)"));
+                true
+            }
+        };
+        let strict = match raw.strict.get_ref().as_str() {
+            "auto" => Strictness::Auto,
+            "always" => Strictness::Always,
+            "never" => Strictness::Never,
+            other => {
+                self.problem(
+                    &raw.strict,
+                    "validation.strict",
+                    format!("unknown strictness '{other}' (expected auto, always or never)"),
+                );
+                Strictness::Auto
+            }
+        };
+        ValidationSettings { enabled, strict, output: raw.output }
+    }
+}
+
+fn is_loopback_host(host: Option<&str>) -> bool {
+    matches!(host, Some("localhost" | "127.0.0.1" | "[::1]" | "::1"))
 }
 
 impl Validator<'_> {
@@ -670,11 +1154,11 @@ impl Validator<'_> {
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         };
-        let token = match CredentialRef::parse(raw.token.get_ref(), base) {
+        let token = match SecretRef::parse(raw.token.get_ref(), base) {
             Ok(t) => t,
             Err(message) => {
                 self.problem(&raw.token, "admin.token", message);
-                CredentialRef::Env(String::new())
+                SecretRef::Env(String::new())
             }
         };
         AdminSettings { address, token }
@@ -796,7 +1280,7 @@ upstreams = ["a", "b"]
         )
         .expect("valid");
         let admin = c.admin.expect("admin");
-        assert_eq!(admin.token, CredentialRef::File(PathBuf::from("/etc/p/admin.token")));
+        assert_eq!(admin.token, SecretRef::File(PathBuf::from("/etc/p/admin.token")));
         let lines = GOOD.lines().count();
         let p = problems(&format!("{GOOD}\n[admin]\naddress = \"nowhere\"\ntoken = \"hunter2\"\n"));
         assert_eq!(p.len(), 2, "{p:?}");

@@ -4,6 +4,8 @@
 use portcullis_transport::UpstreamError;
 use portcullis_wire::{ErrorCode, RpcError};
 
+use crate::validation::Violation;
+
 /// Who is to blame for a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blame {
@@ -26,6 +28,26 @@ pub struct Denied {
     pub reason: &'static str,
     /// A human message (no secrets, no internals).
     pub message: String,
+    /// What a host (and the record) needs beyond the reason.
+    pub detail: Detail,
+}
+
+/// The machine-readable particulars of a refusal.
+#[derive(Debug, Clone, Default)]
+pub enum Detail {
+    #[default]
+    None,
+    /// The ids of the policies that decided.
+    Policy(Vec<String>),
+    /// Where the arguments fail their schema.
+    Arguments(Vec<Violation>),
+}
+
+impl Denied {
+    /// A refusal with no particulars beyond its reason.
+    pub fn new(stage: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { stage, reason, message: message.into(), detail: Detail::None }
+    }
 }
 
 /// Every way a host request can fail.
@@ -91,7 +113,28 @@ impl GatewayError {
                 RpcError::new(code, "resource not found").with("uri", uri.clone())
             }
             Self::SessionNotFound => RpcError::new(ErrorCode::INVALID_REQUEST, "session not found; initialize again"),
-            Self::Denied(d) => RpcError::new(ErrorCode::DENIED, d.message.clone()).with("stage", d.stage),
+            Self::Denied(d) => {
+                let code = match d.stage {
+                    "route" | "validate" => ErrorCode::INVALID_PARAMS,
+                    "registry" => ErrorCode::NOT_APPROVED,
+                    "approval" => ErrorCode::APPROVAL_REQUIRED,
+                    _ => ErrorCode::DENIED,
+                };
+                let error = RpcError::new(code, d.message.clone()).with("stage", d.stage);
+                match &d.detail {
+                    Detail::None => error,
+                    Detail::Policy(ids) => error.with("policies", ids.clone()),
+                    Detail::Arguments(violations) => {
+                        error.with("path", violations.first().map(|v| v.path.clone()).unwrap_or_default()).with(
+                            "errors",
+                            violations
+                                .iter()
+                                .map(|v| serde_json::json!({"path": v.path, "message": v.message}))
+                                .collect::<Vec<_>>(),
+                        )
+                    }
+                }
+            }
             Self::Upstream { server, error } => {
                 let code = match error {
                     UpstreamError::Timeout(_) => ErrorCode::UPSTREAM_TIMEOUT,

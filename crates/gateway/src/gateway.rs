@@ -19,13 +19,18 @@ use portcullis_wire::{Era, ErrorCode, Message, MessageKind, ProtocolVersion, Raw
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, UpstreamTransport};
+use crate::config::PolicyMode;
+use crate::config::{Config, HeaderSource, UpstreamCredentials, UpstreamTransport};
 use crate::error::GatewayError;
 use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
-use crate::pipeline::{CallContext, Pipeline};
-use crate::registry::{Mode, Registry, UNVERIFIED};
-use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, Upstream};
+use crate::pipeline::{CallContext, Controls, Governed, Pipeline, Stop};
+use crate::policy::PolicyControl;
+use crate::registry::{Mode, Registry};
+use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, ToolFacts, Upstream};
+use crate::secret::Secret;
 use crate::session::Session;
+use portcullis_identity::Principal;
+use portcullis_policy::ApprovalState;
 use portcullis_registry::pinning::ItemKind;
 
 /// Who is asking: the route, the host's era, and its session or per-request capabilities.
@@ -37,6 +42,8 @@ pub struct Host {
     pub session: Option<Arc<Session>>,
     /// A modern host's `clientCapabilities` for this request.
     pub capabilities: Option<Box<RawValue>>,
+    /// Who the host authenticated as.
+    pub principal: Arc<Principal>,
 }
 
 impl Host {
@@ -82,6 +89,7 @@ pub struct Gateway {
     pipeline: Pipeline,
     parked: ParkedCalls,
     registry: Option<Arc<Registry>>,
+    policy: Option<Arc<PolicyControl>>,
     client_info: ClientInfo,
 }
 
@@ -114,7 +122,18 @@ impl Gateway {
                 Arc::new(Route::new(r.clone(), members))
             })
             .collect();
-        let pipeline = Pipeline::standard(registry.clone());
+        let policy = match config.policy.mode {
+            PolicyMode::Off => None,
+            _ => Some(
+                PolicyControl::load(config.policy.clone())
+                    .map_err(|e| GatewayError::Internal(format!("the policy does not load:\n{e}")))?,
+            ),
+        };
+        let pipeline = Pipeline::standard(&Controls {
+            registry: registry.clone(),
+            validation: config.validation.clone(),
+            policy: policy.clone(),
+        });
         let gateway = Arc::new(Self {
             config,
             routes,
@@ -122,6 +141,7 @@ impl Gateway {
             pipeline,
             parked: ParkedCalls::default(),
             registry,
+            policy,
             client_info,
         });
         let sweeper = Arc::downgrade(&gateway);
@@ -142,6 +162,9 @@ impl Gateway {
         if let Some(registry) = &gateway.registry {
             tokio::spawn(follow_registry(Arc::downgrade(&gateway), Arc::clone(registry)));
         }
+        if let Some(policy) = &gateway.policy {
+            tokio::spawn(follow_policy(Arc::downgrade(policy)));
+        }
         Ok(gateway)
     }
 
@@ -151,7 +174,7 @@ impl Gateway {
             let admitted = self.registry.as_ref().is_none_or(|r| r.admission(&upstream.settings.name).is_ok());
             let connected = upstream.client.current().is_some();
             if admitted && !connected {
-                self.connect(index)?;
+                self.connect(index).await?;
             } else if !admitted && connected {
                 if let Some(old) = upstream.client.replace(None) {
                     tracing::warn!(server = %upstream.settings.name, "no longer approved in the registry; disconnected");
@@ -164,21 +187,33 @@ impl Gateway {
         Ok(())
     }
 
-    /// Starts an upstream's link and client.
-    fn connect(self: &Arc<Self>, index: usize) -> Result<(), GatewayError> {
+    /// Starts an upstream's link and client, with the gateway's own credentials for it
+    /// (read now, so a rotated secret is picked up on reconnect). An unreadable credential
+    /// leaves the upstream disconnected: it is reported, and the others still start.
+    async fn connect(self: &Arc<Self>, index: usize) -> Result<(), GatewayError> {
         let Some(upstream) = self.upstreams.get(index) else { return Ok(()) };
         let u = &upstream.settings;
         if let Some(registry) = &self.registry {
             registry.forget_observations(&u.name);
         }
+        upstream.forget_tools();
+        let credentials = match resolve_credentials(&u.credentials).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(server = %u.name, error = %e, "cannot read the upstream's credential; not connected");
+                return Ok(());
+            }
+        };
         let max_message_bytes = self.config.gateway.max_message_bytes;
         let link = match &u.transport {
             UpstreamTransport::Stdio { command, args, env, inherit_env, cwd } => {
+                let mut env = env.clone();
+                env.extend(credentials.env);
                 Link::Stdio(StdioLink::start(StdioConfig {
                     name: u.name.clone(),
                     command: command.clone(),
                     args: args.clone(),
-                    env: env.clone(),
+                    env,
                     inherit_env: inherit_env.clone(),
                     cwd: cwd.clone(),
                     max_message_bytes,
@@ -191,7 +226,7 @@ impl Gateway {
                 let cfg = HttpConfig {
                     name: u.name.clone(),
                     url,
-                    headers: Vec::new(),
+                    headers: credentials.headers,
                     connect_timeout: Duration::from_secs(5),
                     max_message_bytes,
                 };
@@ -223,7 +258,8 @@ impl Gateway {
     /// Lists everything an upstream offers (every page) so the registry sees it: drift is
     /// recorded, and items no longer offered are marked removed.
     async fn observe_upstream(&self, index: usize) {
-        let (Some(registry), Some(upstream)) = (&self.registry, self.upstreams.get(index)) else { return };
+        let Some(upstream) = self.upstreams.get(index) else { return };
+        let registry = self.registry.as_ref();
         let Ok(info) = upstream.client.info(upstream.settings.timeout).await else { return };
         let mut present = Vec::new();
         for (kind, item_kind) in [
@@ -246,10 +282,16 @@ impl Gateway {
                 let items: Vec<Box<RawValue>> =
                     page.get(kind.field()).and_then(|l| serde_json::from_str(l.get()).ok()).unwrap_or_default();
                 for item in items {
-                    if let Some(name) = RawObject::parse(&item).and_then(|o| o.get_str(item_kind.key_field())) {
-                        registry.admit_item(&upstream.settings.name, item_kind, &item).await;
-                        present.push((item_kind, name));
+                    let Some(obj) = RawObject::parse(&item) else { continue };
+                    let Some(name) = obj.get_str(item_kind.key_field()) else { continue };
+                    let admitted = match registry {
+                        Some(registry) => registry.admit_item(&upstream.settings.name, item_kind, &item).await,
+                        None => true,
+                    };
+                    if admitted && item_kind == ItemKind::Tool {
+                        learn_tool(upstream, &name, &obj);
                     }
+                    present.push((item_kind, name));
                 }
                 cursor = page.get_str("nextCursor");
                 if cursor.is_none() {
@@ -257,7 +299,9 @@ impl Gateway {
                 }
             }
         }
-        registry.observe_removals(&upstream.settings.name, &present).await;
+        if let Some(registry) = registry {
+            registry.observe_removals(&upstream.settings.name, &present).await;
+        }
     }
 
     /// The route serving an HTTP path.
@@ -414,20 +458,10 @@ impl Gateway {
                 let name = p
                     .get_str("name")
                     .ok_or_else(|| GatewayError::invalid("missing_name", "params.name must be a string"))?;
-                let mut call = CallContext { route: &host.route, method, name: &name, params, target: None };
-                match self.pipeline.run(&mut call) {
-                    Err(GatewayError::Denied(d)) if d.reason == UNVERIFIED => {
-                        // Not seen since the upstream connected: look at its current metadata, then decide.
-                        if let Some(index) = call.target.as_ref().and_then(|t| self.index_of(&t.upstream)) {
-                            self.observe_upstream(index).await;
-                        }
-                        call.target = None;
-                        self.pipeline.run(&mut call)?;
-                    }
-                    other => other?,
-                }
-                let target =
-                    call.target.ok_or_else(|| GatewayError::Internal("pipeline left the call unrouted".to_owned()))?;
+                let arguments = self.arguments_of(&p, "arguments")?;
+                let governed = if method == "tools/call" { Governed::CallTool } else { Governed::GetPrompt };
+                let mut call = self.call(host, governed, &name, arguments.as_ref(), None);
+                let target = self.govern(&mut call).await?;
                 if let Some(binding) = self.parked_binding(host, method, &target.name, &p) {
                     return self.resume(host, binding, &p, related).await;
                 }
@@ -474,7 +508,8 @@ impl Gateway {
                     .get_str("uri")
                     .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
                 let target = self.resource_target(host, &uri).await?;
-                self.admitted(&target.upstream)?;
+                let mut call = self.call(host, Governed::ReadResource, &uri, None, Some(target));
+                let target = self.govern(&mut call).await?;
                 if let Some(binding) = self.parked_binding(host, method, &uri, &p) {
                     return self.resume(host, binding, &p, related).await;
                 }
@@ -486,14 +521,14 @@ impl Gateway {
                 let reference = p
                     .get_object("ref")
                     .ok_or_else(|| GatewayError::invalid("missing_ref", "params.ref must be an object"))?;
+                let argument = self.arguments_of(&p, "argument")?;
                 let (target, rewritten) = match reference.get_str("type").as_deref() {
                     Some("ref/prompt") => {
                         let name = reference
                             .get_str("name")
                             .ok_or_else(|| GatewayError::invalid("missing_name", "params.ref.name must be a string"))?;
-                        let target = host.route.resolve_name(&name).ok_or_else(|| {
-                            GatewayError::invalid("unknown_prompt", format!("unknown prompt: {name}"))
-                        })?;
+                        let mut call = self.call(host, Governed::Complete, &name, argument.as_ref(), None);
+                        let target = self.govern(&mut call).await?;
                         let mut reference = reference;
                         reference.insert_str("name", &target.name);
                         let mut p = p;
@@ -504,7 +539,9 @@ impl Gateway {
                         let uri = reference
                             .get_str("uri")
                             .ok_or_else(|| GatewayError::invalid("missing_uri", "params.ref.uri must be a string"))?;
-                        (self.resource_target(host, &uri).await?, p.to_raw())
+                        let target = self.resource_target(host, &uri).await?;
+                        let mut call = self.call(host, Governed::Complete, &uri, argument.as_ref(), Some(target));
+                        (self.govern(&mut call).await?, p.to_raw())
                     }
                     _ => {
                         return Err(GatewayError::invalid(
@@ -513,7 +550,6 @@ impl Gateway {
                         ));
                     }
                 };
-                self.admitted(&target.upstream)?;
                 self.forward(
                     host,
                     &target,
@@ -556,6 +592,66 @@ impl Gateway {
             }
             _ => Err(GatewayError::MethodNotFound(method.to_owned())),
         }
+    }
+
+    /// The pipeline's context for one governed request.
+    fn call<'a>(
+        &self,
+        host: &'a Host,
+        method: Governed,
+        name: &'a str,
+        arguments: Option<&'a serde_json::Value>,
+        target: Option<Target>,
+    ) -> CallContext<'a> {
+        CallContext {
+            principal: &host.principal,
+            route: &host.route,
+            method,
+            name,
+            arguments,
+            target,
+            approval: ApprovalState::None,
+            decision: None,
+        }
+    }
+
+    /// Runs the pipeline on a governed request. When a stage needs the upstream's current
+    /// metadata (nothing seen of the item since the upstream connected), the upstream is
+    /// observed and the pipeline runs once more; then what is still unknown is refused.
+    async fn govern(&self, call: &mut CallContext<'_>) -> Result<Target, GatewayError> {
+        if let Err(stop) = self.pipeline.run(call, false) {
+            match stop {
+                Stop::Denied(denied) => return Err(GatewayError::Denied(denied)),
+                Stop::Unverified => {
+                    if let Some(index) = call.target.as_ref().and_then(|t| self.index_of(&t.upstream)) {
+                        self.observe_upstream(index).await;
+                    }
+                    if let Err(stop) = self.pipeline.run(call, true) {
+                        return Err(match stop {
+                            Stop::Denied(denied) => GatewayError::Denied(denied),
+                            Stop::Unverified => GatewayError::Internal("pipeline left the call unverified".to_owned()),
+                        });
+                    }
+                }
+            }
+        }
+        call.target.take().ok_or_else(|| GatewayError::Internal("pipeline left the call unrouted".to_owned()))
+    }
+
+    /// A request's arguments object, parsed once for the controls that read it (none read it
+    /// when validation and policy are off). Depth beyond the parser's limit is refused.
+    fn arguments_of(&self, params: &RawObject, field: &str) -> Result<Option<serde_json::Value>, GatewayError> {
+        if !self.pipeline.reads_arguments() {
+            return Ok(None);
+        }
+        let Some(raw) = params.get(field) else { return Ok(None) };
+        let value: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| {
+            GatewayError::invalid("invalid_arguments", format!("params.{field} nests too deeply to be checked"))
+        })?;
+        if !value.is_object() && !value.is_null() {
+            return Err(GatewayError::invalid("invalid_arguments", format!("params.{field} must be an object")));
+        }
+        Ok(Some(value))
     }
 
     /// Subscribes a host to a resource's updates. The first subscriber on an upstream makes the
@@ -761,7 +857,7 @@ impl Gateway {
                 {
                     continue;
                 }
-                if let Some(item) = self.expose_item(route, *member, kind, item) {
+                if let Some(item) = self.expose_item(host, *member, kind, item) {
                     items.push(item);
                 }
             }
@@ -779,22 +875,19 @@ impl Gateway {
         Ok(result.to_raw())
     }
 
-    /// One list item as the host sees it: prefixed name, or hidden if the name cannot be exposed.
-    fn expose_item(&self, route: &Route, member: usize, kind: ListKind, item: Box<RawValue>) -> Option<Box<RawValue>> {
+    /// One list item as the host sees it: prefixed name; hidden if the name cannot be exposed
+    /// or the policy would not let this host's principal use it.
+    fn expose_item(&self, host: &Host, member: usize, kind: ListKind, item: Box<RawValue>) -> Option<Box<RawValue>> {
+        let route = &host.route;
+        let upstream = &route.members[member];
         let mut obj = RawObject::parse(&item)?;
         match kind {
             ListKind::Tools | ListKind::Prompts => {
                 let name = obj.get_str("name")?;
-                if kind == ListKind::Tools {
-                    let upstream = &route.members[member];
-                    match tool_param_headers(&obj) {
-                        Ok(headers) => upstream.learn_tool_headers(&name, headers),
-                        Err(why) => {
-                            // The spec: an HTTP client must not expose a tool whose annotations are invalid.
-                            tracing::warn!(server = %upstream.settings.name, tool = name, why, "invalid x-mcp-header; tool hidden");
-                            return None;
-                        }
-                    }
+                let facts = if kind == ListKind::Tools { Some(learn_tool(upstream, &name, &obj)?) } else { None };
+                let governed = if kind == ListKind::Tools { Governed::CallTool } else { Governed::GetPrompt };
+                if !self.visible(host, upstream, governed, &name, facts.as_deref()) {
+                    return None;
                 }
                 if route.passthrough() {
                     return Some(item);
@@ -807,14 +900,54 @@ impl Gateway {
                 Some(obj.to_raw())
             }
             ListKind::Resources => {
-                route.learn_resource(member, obj.get_str("uri").as_deref(), None);
-                Some(item)
+                let uri = obj.get_str("uri");
+                route.learn_resource(member, uri.as_deref(), None);
+                let visible = uri.is_some_and(|u| self.visible(host, upstream, Governed::ReadResource, &u, None));
+                visible.then_some(item)
             }
             ListKind::ResourceTemplates => {
-                route.learn_resource(member, None, obj.get_str("uriTemplate").as_deref());
-                Some(item)
+                let template = obj.get_str("uriTemplate");
+                route.learn_resource(member, None, template.as_deref());
+                let visible = template.is_some_and(|t| self.visible(host, upstream, Governed::ReadResource, &t, None));
+                visible.then_some(item)
             }
         }
+    }
+
+    /// Whether the host's principal may see an item (the policy's decision at list time).
+    fn visible(
+        &self,
+        host: &Host,
+        upstream: &Upstream,
+        method: Governed,
+        name: &str,
+        tool: Option<&ToolFacts>,
+    ) -> bool {
+        let Some(policy) = &self.policy else { return true };
+        let server = upstream.settings.name.as_str();
+        let facts = self.registry.as_ref().and_then(|r| r.facts(server, name));
+        let empty = serde_json::Value::Object(serde_json::Map::new());
+        policy.visible(&portcullis_policy::Request {
+            principal: &host.principal,
+            action: method.action(),
+            resource: portcullis_policy::Resource {
+                server,
+                name,
+                risk_tier: facts.as_ref().map(|f| f.risk_tier),
+                data_class: facts.as_ref().map(|f| f.data_class),
+                environment: facts.as_ref().map(|f| f.environment.as_str()),
+                read_only: tool.and_then(|t| t.read_only),
+                destructive: tool.and_then(|t| t.destructive),
+            },
+            context: portcullis_policy::Context {
+                phase: portcullis_policy::Phase::List,
+                arguments: Some(&empty),
+                route: host.route.path(),
+                now_unix: crate::registry::now_ms() / 1000,
+                approval: ApprovalState::None,
+                session_calls: 0,
+            },
+        })
     }
 
     /// Sends a routed request to its upstream, relaying related messages to the host
@@ -1212,6 +1345,70 @@ fn with_request_state(mut result: RawObject, token: &str) -> Box<RawValue> {
 }
 
 /// A tool's `x-mcp-header` annotations (cheap when it has none).
+/// Records what the controls need of an admitted tool's list entry; `None` when the tool
+/// must be hidden (the spec: an HTTP client must not expose a tool whose header annotations
+/// are invalid).
+fn learn_tool(upstream: &Upstream, name: &str, tool: &RawObject) -> Option<Arc<ToolFacts>> {
+    match tool_param_headers(tool) {
+        Ok(headers) => {
+            upstream.learn_tool(name, ToolFacts::of(tool, headers));
+            upstream.tool(name)
+        }
+        Err(why) => {
+            tracing::warn!(server = %upstream.settings.name, tool = name, why, "invalid x-mcp-header; tool hidden");
+            None
+        }
+    }
+}
+
+/// The gateway's own credentials for an upstream, read from their references.
+struct Credentials {
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    env: Vec<(String, String)>,
+}
+
+async fn resolve_credentials(config: &UpstreamCredentials) -> Result<Credentials, String> {
+    let mut headers = Vec::with_capacity(config.headers.len());
+    for (name, source) in &config.headers {
+        let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name}"))?;
+        let text = match source {
+            HeaderSource::Plain(v) => v.clone(),
+            HeaderSource::Bearer(r) => format!("Bearer {}", r.resolve().await?.expose()),
+            HeaderSource::Secret(r) => r.resolve().await?.expose().to_owned(),
+        };
+        let mut value = http::HeaderValue::from_str(&text)
+            .map_err(|_| format!("the value for header {name} is not a valid header value"))?;
+        if !matches!(source, HeaderSource::Plain(_)) {
+            value.set_sensitive(true);
+        }
+        headers.push((header, value));
+    }
+    let mut env = Vec::with_capacity(config.env.len());
+    for (var, r) in &config.env {
+        let secret: Secret = r.resolve().await.map_err(|e| format!("{var}: {e}"))?;
+        env.push((var.clone(), secret.expose().to_owned()));
+    }
+    Ok(Credentials { headers, env })
+}
+
+/// Follows the policy files: a valid change is swapped in; an invalid one is reported and the
+/// running sets stay.
+async fn follow_policy(policy: std::sync::Weak<PolicyControl>) {
+    loop {
+        let Some(interval) = policy.upgrade().map(|p| p.reload_interval()) else { return };
+        tokio::time::sleep(interval).await;
+        let Some(p) = policy.upgrade() else { return };
+        match p.reload_if_changed() {
+            Ok(true) => tracing::info!(target: "portcullis::policy", "policy changed; new sets in force"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(
+                target: "portcullis::policy",
+                "the changed policy does not validate; the running sets stay in force:\n{e}"
+            ),
+        }
+    }
+}
+
 fn tool_param_headers(tool: &RawObject) -> Result<Vec<ParamHeader>, String> {
     match tool.get("inputSchema") {
         Some(schema) if schema.get().contains("x-mcp-header") => {

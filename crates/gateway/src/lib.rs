@@ -6,12 +6,16 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod operator;
 pub mod parked;
 pub mod pipeline;
+pub mod policy;
 pub mod registry;
 pub mod route;
+pub mod secret;
 pub mod session;
+pub mod validation;
 
 pub use config::Config;
 pub use error::GatewayError;

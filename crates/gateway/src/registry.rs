@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use portcullis_registry::model::Governance;
+use portcullis_registry::model::{DataClass, Governance, RiskTier};
 use portcullis_registry::pinning::{self, ItemKind, Observed};
 use portcullis_registry::scan::{Finding, Scanner, Severity, max_severity};
 use portcullis_registry::server_json::ServerEntry;
@@ -21,7 +21,7 @@ use portcullis_store::{
     DriftChange, DriftRecord, EntryRecord, EntryStatus, Observation, PinKind, PinState, Store, StoreError,
 };
 
-use crate::error::Denied;
+use crate::error::{Denied, Detail};
 
 /// How the registry is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,14 @@ pub struct RegistrySettings {
     pub rescan_interval: Duration,
     /// Findings at or above this severity block approval without an explicit override.
     pub block_severity: Severity,
+}
+
+/// What the registry records of one item, as the controls need it.
+#[derive(Debug, Clone)]
+pub struct ItemFacts {
+    pub risk_tier: RiskTier,
+    pub data_class: DataClass,
+    pub environment: String,
 }
 
 /// What the registry says of one upstream.
@@ -246,21 +254,28 @@ impl Registry {
                     e.name, e.version, e.status
                 )
                 .to_lowercase(),
+                detail: Detail::None,
             },
             None => Denied {
                 stage: "registry",
                 reason: "server_not_registered",
                 message: format!("server '{upstream}' has no registry entry"),
+                detail: Detail::None,
             },
         };
         self.refuse(refusal)
     }
 
-    /// The risk tier and data class the registry records for an upstream.
-    pub fn classification(&self, upstream: &str) -> Option<(String, String)> {
+    /// What the registry records of an upstream's item (tool, prompt or resource), for the
+    /// controls: its risk tier (the tool's own when the entry names one), data class, environment.
+    pub fn facts(&self, upstream: &str, item: &str) -> Option<ItemFacts> {
         let snapshot = self.current();
         let e = snapshot.entries.get(upstream)?;
-        Some((e.governance.risk_tier.to_string(), e.governance.data_classification.to_string()))
+        Some(ItemFacts {
+            risk_tier: e.governance.tool_tier(item),
+            data_class: e.governance.data_classification,
+            environment: e.governance.environment.clone(),
+        })
     }
 
     /// Whether a named tool or prompt of an upstream may be called.
@@ -287,6 +302,7 @@ impl Registry {
                     message: format!(
                         "{kind} '{name}' changed since it was approved and is quarantined until re-approved"
                     ),
+                    detail: Detail::None,
                 },
                 None => Denied {
                     stage: "registry",
@@ -294,22 +310,26 @@ impl Registry {
                     message: format!(
                         "{kind} '{name}' is not offered by the server (its metadata could not be verified)"
                     ),
+                    detail: Detail::None,
                 },
             },
             Some(p) if p.state == PinState::Quarantined => Denied {
                 stage: "registry",
                 reason: "quarantined",
                 message: format!("{kind} '{name}' changed since it was approved and is quarantined until re-approved"),
+                detail: Detail::None,
             },
             Some(p) if p.state == PinState::Removed => Denied {
                 stage: "registry",
                 reason: "removed",
                 message: format!("{kind} '{name}' is no longer offered by the server"),
+                detail: Detail::None,
             },
             _ => Denied {
                 stage: "registry",
                 reason: "not_approved",
                 message: format!("{kind} '{name}' has not been approved"),
+                detail: Detail::None,
             },
         };
         self.refuse(refusal)

@@ -67,8 +67,8 @@ impl Connection {
 pub struct Upstream {
     pub settings: UpstreamSettings,
     pub client: Connection,
-    /// Each tool's `x-mcp-header` annotations, learned from its list results.
-    tool_headers: RwLock<HashMap<String, Vec<ParamHeader>>>,
+    /// What each tool's admitted (pinned) list entry says, by the upstream's tool name.
+    tools: RwLock<HashMap<String, Arc<ToolFacts>>>,
     /// Resource URIs hosts subscribed to on this upstream, with how many hosts did.
     resource_subs: Mutex<HashMap<String, usize>>,
     /// Signalled when the subscribed set changes (a modern upstream's listen stream restarts).
@@ -83,7 +83,7 @@ impl Upstream {
         Self {
             settings,
             client: Connection::default(),
-            tool_headers: RwLock::new(HashMap::new()),
+            tools: RwLock::new(HashMap::new()),
             resource_subs: Mutex::new(HashMap::new()),
             subscriptions_changed: Notify::new(),
             lists: ListCache::default(),
@@ -122,19 +122,55 @@ impl Upstream {
         uris
     }
 
-    /// Records a listed tool's header annotations.
-    pub fn learn_tool_headers(&self, tool: &str, headers: Vec<ParamHeader>) {
-        let mut map = self.tool_headers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if headers.is_empty() {
-            map.remove(tool);
-        } else {
-            map.insert(tool.to_owned(), headers);
-        }
+    /// Records what an admitted tool's list entry says (replacing what was known).
+    pub fn learn_tool(&self, tool: &str, facts: ToolFacts) {
+        let mut map = self.tools.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(tool.to_owned(), Arc::new(facts));
+    }
+
+    /// What is known of a tool, if it was listed and admitted since the upstream connected.
+    pub fn tool(&self, tool: &str) -> Option<Arc<ToolFacts>> {
+        self.tools.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(tool).cloned()
     }
 
     /// A tool's header annotations, if it has any.
     pub fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
-        self.tool_headers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(tool).cloned()
+        self.tool(tool).filter(|t| !t.headers.is_empty()).map(|t| t.headers.clone())
+    }
+
+    /// Forgets every tool (the upstream reconnected: its metadata must be seen again).
+    pub fn forget_tools(&self) {
+        self.tools.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+}
+
+/// What the gateway keeps of a tool's admitted list entry: what the controls need.
+#[derive(Debug, Clone, Default)]
+pub struct ToolFacts {
+    /// `x-mcp-header` annotations of its input schema.
+    pub headers: Vec<ParamHeader>,
+    /// Its `inputSchema`, as listed.
+    pub input_schema: Option<Box<str>>,
+    /// Its `outputSchema`, as listed.
+    pub output_schema: Option<Box<str>>,
+    /// `annotations.readOnlyHint`.
+    pub read_only: Option<bool>,
+    /// `annotations.destructiveHint`.
+    pub destructive: Option<bool>,
+}
+
+impl ToolFacts {
+    /// The facts of one listed tool (headers are parsed by the caller, which decides on bad ones).
+    pub fn of(tool: &RawObject, headers: Vec<ParamHeader>) -> Self {
+        let annotations = tool.get_object("annotations");
+        let hint = |key: &str| annotations.as_ref().and_then(|a| a.get(key)).and_then(|v| v.get().parse::<bool>().ok());
+        Self {
+            headers,
+            input_schema: tool.get("inputSchema").map(|s| s.get().into()),
+            output_schema: tool.get("outputSchema").map(|s| s.get().into()),
+            read_only: hint("readOnlyHint"),
+            destructive: hint("destructiveHint"),
+        }
     }
 }
 

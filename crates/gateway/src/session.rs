@@ -14,6 +14,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use portcullis_identity::Principal;
+
 use crate::route::Route;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +106,8 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// The host's declared capabilities, raw.
     pub capabilities: Box<RawValue>,
+    /// Who opened the session; only that principal may use it.
+    pub principal: Arc<Principal>,
     last_seen: Mutex<Instant>,
     next_stream: AtomicU64,
     streams: Mutex<HashMap<u64, Arc<StreamLog>>>,
@@ -124,11 +128,22 @@ pub const LISTEN_STREAM: u64 = 0;
 
 impl Session {
     /// A session outside the HTTP table (a stdio host: the process is the session).
-    pub fn standalone(route: Arc<Route>, version: ProtocolVersion, capabilities: Box<RawValue>) -> Arc<Self> {
-        Arc::new(Self::new("stdio".to_owned(), route, version, capabilities))
+    pub fn standalone(
+        route: Arc<Route>,
+        version: ProtocolVersion,
+        capabilities: Box<RawValue>,
+        principal: Arc<Principal>,
+    ) -> Arc<Self> {
+        Arc::new(Self::new("stdio".to_owned(), route, version, capabilities, principal))
     }
 
-    fn new(id: String, route: Arc<Route>, version: ProtocolVersion, capabilities: Box<RawValue>) -> Self {
+    fn new(
+        id: String,
+        route: Arc<Route>,
+        version: ProtocolVersion,
+        capabilities: Box<RawValue>,
+        principal: Arc<Principal>,
+    ) -> Self {
         let mut streams = HashMap::new();
         streams.insert(LISTEN_STREAM, StreamLog::new(256));
         Self {
@@ -136,6 +151,7 @@ impl Session {
             route,
             version,
             capabilities,
+            principal,
             last_seen: Mutex::new(Instant::now()),
             next_stream: AtomicU64::new(1),
             streams: Mutex::new(streams),
@@ -295,9 +311,15 @@ impl Sessions {
     }
 
     /// Creates a session with a fresh unguessable id.
-    pub fn create(&self, route: Arc<Route>, version: ProtocolVersion, capabilities: Box<RawValue>) -> Arc<Session> {
+    pub fn create(
+        &self,
+        route: Arc<Route>,
+        version: ProtocolVersion,
+        capabilities: Box<RawValue>,
+        principal: Arc<Principal>,
+    ) -> Arc<Session> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let session = Arc::new(Session::new(id.clone(), route, version, capabilities));
+        let session = Arc::new(Session::new(id.clone(), route, version, capabilities, principal));
         let mut map = self.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= self.max {
             let oldest = map.values().max_by_key(|s| s.idle_for()).map(|s| s.id.clone());

@@ -99,6 +99,9 @@ pub struct Governance {
     pub environment: String,
     pub data_classification: DataClass,
     pub risk_tier: RiskTier,
+    /// Tools whose tier differs from the server's (e.g. a write tool on a read-mostly server).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tool_risk_tiers: std::collections::BTreeMap<String, RiskTier>,
     /// Credentials it needs, by reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialRef>,
@@ -131,6 +134,11 @@ fn default_environment() -> String {
 }
 
 impl Governance {
+    /// The tier of one tool: its own when the entry names one, else the server's.
+    pub fn tool_tier(&self, tool: &str) -> RiskTier {
+        self.tool_risk_tiers.get(tool).copied().unwrap_or(self.risk_tier)
+    }
+
     /// Every problem with the fields, at once.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();

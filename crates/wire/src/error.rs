@@ -34,8 +34,16 @@ impl ErrorCode {
     pub const UPSTREAM_TIMEOUT: Self = Self(-31002);
     /// Gateway: the upstream server answered with something that is not MCP.
     pub const UPSTREAM_PROTOCOL: Self = Self(-31003);
-    /// Gateway: a control refused the request (see `data.stage` and `data.reason`).
+    /// Gateway: the policy refused the request (`data.policies` names the deciding policies).
     pub const DENIED: Self = Self(-31010);
+    /// Gateway: the server, tool or prompt is not approved in the registry (quarantined, unapproved, removed).
+    pub const NOT_APPROVED: Self = Self(-31011);
+    /// Gateway: the call needs a human's approval first.
+    pub const APPROVAL_REQUIRED: Self = Self(-31012);
+    /// Gateway: the host did not authenticate, or its credentials are not valid (HTTP 401).
+    pub const UNAUTHENTICATED: Self = Self(-31013);
+    /// Gateway: the host's token lacks a scope this gateway requires (HTTP 403).
+    pub const INSUFFICIENT_SCOPE: Self = Self(-31014);
 }
 
 /// A JSON-RPC error object.

@@ -43,9 +43,17 @@ pub fn fixture(name: &str) -> PathBuf {
     require(workspace().join("tests/fixtures").join(name))
 }
 
-/// Tests about the protocol run without the registry; registry tests say what they want.
+/// Tests about the protocol run without the registry and the policy (which, with no registry
+/// entry to give a tool its risk tier, refuses everything); tests of those say what they want.
 pub fn without_registry(config: &str) -> String {
-    if config.contains("[registry]") { config.to_owned() } else { format!("[registry]\nmode = \"off\"\n\n{config}") }
+    let mut out = config.to_owned();
+    if !config.contains("[registry]") {
+        out = format!("[registry]\nmode = \"off\"\n\n{out}");
+    }
+    if !config.contains("[policy]") {
+        out = format!("[policy]\nmode = \"off\"\n\n{out}");
+    }
+    out
 }
 
 /// The bundled demo as a stdio upstream named `demo`.
@@ -127,11 +135,16 @@ impl Gateway {
 
     /// Starts `portcullis serve` with a complete configuration, on a free port.
     pub fn launch(full: &str) -> Self {
+        Self::launch_at(full, 0)
+    }
+
+    /// Starts `portcullis serve` with a complete configuration on a given port (0: any free one).
+    pub fn launch_at(full: &str, port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, full).expect("write config");
         let mut child = Command::new(portcullis())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
             .arg(&path)
             .current_dir(workspace())
             .env("PORTCULLIS_LOG", "info,portcullis_transport=debug")

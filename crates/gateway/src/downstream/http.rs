@@ -28,18 +28,23 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ListenSettings;
 use crate::downstream::listen::{Filter, feed_session, run_subscription};
 use crate::gateway::{Gateway, Host};
+use crate::identity::{AuthFailure, Authenticator, METADATA_PATH};
 use crate::route::Route;
 use crate::session::{LISTEN_STREAM, Session, Sessions, StreamLog};
+use portcullis_identity::Principal;
 
 /// Shared state of the HTTP listener.
 pub struct HttpState {
     pub gateway: Arc<Gateway>,
     pub sessions: Arc<Sessions>,
     pub settings: ListenSettings,
+    /// Authenticates hosts; `None` when `[auth]` is not configured (anonymous, loopback only).
+    pub auth: Option<Arc<Authenticator>>,
+    anonymous: Arc<Principal>,
 }
 
 /// The listener's router: every path is looked up among the routes.
-pub fn router(gateway: Arc<Gateway>, settings: ListenSettings) -> Router {
+pub fn router(gateway: Arc<Gateway>, settings: ListenSettings, auth: Option<Arc<Authenticator>>) -> Router {
     let sessions = Arc::new(Sessions::new(settings.session_idle_timeout, settings.max_sessions));
     let reaper = Arc::downgrade(&sessions);
     tokio::spawn(async move {
@@ -51,7 +56,7 @@ pub fn router(gateway: Arc<Gateway>, settings: ListenSettings) -> Router {
             }
         }
     });
-    let state = Arc::new(HttpState { gateway, sessions, settings });
+    let state = Arc::new(HttpState { gateway, sessions, settings, auth, anonymous: Arc::new(Principal::anonymous()) });
     Router::new().fallback(handle).with_state(state)
 }
 
@@ -62,17 +67,29 @@ const REMOVED_IN_MODERN: [&str; 5] =
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
+    if let Some(route_path) = req.uri().path().strip_prefix(METADATA_PATH) {
+        return resource_metadata(&st, route_path, req.method());
+    }
     let Some(route) = st.gateway.route_for_path(req.uri().path()) else {
         return plain(StatusCode::NOT_FOUND, "no MCP endpoint at this path");
     };
     if let Some(resp) = check_host_and_origin(&st.settings, req.headers()) {
         return resp;
     }
+    // Authentication comes before anything else is read: the body of an unauthenticated
+    // request is never parsed.
+    let principal = match &st.auth {
+        None => Arc::clone(&st.anonymous),
+        Some(auth) => match auth.authenticate(req.headers(), route.path()).await {
+            Ok(p) => Arc::new(p),
+            Err(failure) => return refuse_credentials(auth, route.path(), &failure),
+        },
+    };
     let (parts, body) = req.into_parts();
     match parts.method {
-        Method::POST => post(&st, route, &parts.headers, body).await,
-        Method::GET => get(&st, &route, &parts.headers),
-        Method::DELETE => delete(&st, &parts.headers),
+        Method::POST => post(&st, route, &parts.headers, body, principal).await,
+        Method::GET => get(&st, &route, &parts.headers, &principal),
+        Method::DELETE => delete(&st, &route, &parts.headers, &principal),
         _ => {
             let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST (or GET/DELETE with a legacy session)");
             resp.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
@@ -129,7 +146,61 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
-async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body) -> Response {
+/// A route's protected-resource metadata (RFC 9728); the bare well-known path answers for a
+/// gateway with one route.
+fn resource_metadata(st: &HttpState, route_path: &str, method: &Method) -> Response {
+    let Some(auth) = &st.auth else { return plain(StatusCode::NOT_FOUND, "this gateway takes no OAuth tokens") };
+    if method != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    let route = if route_path.is_empty() {
+        match st.gateway.routes.as_slice() {
+            [only] => Some(Arc::clone(only)),
+            _ => None,
+        }
+    } else {
+        st.gateway.route_for_path(route_path)
+    };
+    let Some(route) = route else { return plain(StatusCode::NOT_FOUND, "no MCP endpoint at this path") };
+    let doc = auth.metadata(route.path(), &st.gateway.config.gateway.name);
+    let mut resp = json(StatusCode::OK, doc.to_string().into_bytes());
+    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    resp
+}
+
+/// 401 (no or bad credentials), 403 (missing scope) or 503 (issuer unreachable), with the
+/// `WWW-Authenticate` challenge that points the host at the metadata.
+fn refuse_credentials(auth: &Authenticator, route_path: &str, failure: &AuthFailure) -> Response {
+    let (status, code) = match failure {
+        AuthFailure::Missing | AuthFailure::Invalid { .. } => (StatusCode::UNAUTHORIZED, ErrorCode::UNAUTHENTICATED),
+        AuthFailure::InsufficientScope { .. } => (StatusCode::FORBIDDEN, ErrorCode::INSUFFICIENT_SCOPE),
+        AuthFailure::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::UNAUTHENTICATED),
+    };
+    tracing::info!(route = route_path, reason = failure.reason(), "host not authenticated");
+    let mut resp = rpc_status(status, None, &RpcError::new(code, failure.message()).with_reason(failure.reason()));
+    if status != StatusCode::SERVICE_UNAVAILABLE
+        && let Ok(v) = HeaderValue::from_str(&auth.challenge(route_path, failure))
+    {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// A live session of this route opened by this principal (another principal's session id is
+/// treated as unknown: a session is never a credential).
+fn owned_session(st: &HttpState, id: &str, route: &Arc<Route>, principal: &Principal) -> Option<Arc<Session>> {
+    st.sessions.get(id).filter(|s| {
+        Arc::ptr_eq(&s.route, route) && s.principal.id == principal.id && s.principal.kind == principal.kind
+    })
+}
+
+async fn post(
+    st: &HttpState,
+    route: Arc<Route>,
+    headers: &HeaderMap,
+    body: Body,
+    principal: Arc<Principal>,
+) -> Response {
     let limit = st.gateway.config.gateway.max_body_bytes;
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -144,9 +215,9 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
         Err(_) => return plain(StatusCode::BAD_REQUEST, "unreadable request body"),
     };
     let session = match header_str(headers, header::SESSION_ID) {
-        Some(id) => match st.sessions.get(id) {
-            Some(s) if Arc::ptr_eq(&s.route, &route) => Some(s),
-            _ => {
+        Some(id) => match owned_session(st, id, &route, &principal) {
+            Some(s) => Some(s),
+            None => {
                 return rpc_status(
                     StatusCode::NOT_FOUND,
                     None,
@@ -171,7 +242,7 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     let version_header = header_str(headers, header::PROTOCOL_VERSION);
     let modern_header = version_header.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Modern);
     if message.method() == Some("initialize") && !modern_header {
-        return initialize(st, route, &message).await;
+        return initialize(st, route, &message, principal).await;
     }
     let body_version = message
         .params()
@@ -182,7 +253,7 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     let modern_marker = matches!(parsed_header, Some(Some(v)) if v.era() == Era::Modern) || body_version.is_some();
     match parsed_header {
         Some(None) if !modern_marker => unsupported_version(message.id(), version_header.unwrap_or_default()),
-        _ if modern_marker => modern(st, route, headers, message, body_version).await,
+        _ if modern_marker => modern(st, route, headers, message, body_version, principal).await,
         _ => rpc_status(
             StatusCode::BAD_REQUEST,
             message.id(),
@@ -223,7 +294,7 @@ fn check_legacy_version(headers: &HeaderMap, session: &Session) -> Option<Respon
     }
 }
 
-async fn initialize(st: &HttpState, route: Arc<Route>, message: &Message) -> Response {
+async fn initialize(st: &HttpState, route: Arc<Route>, message: &Message, principal: Arc<Principal>) -> Response {
     let MessageKind::Request { id, params, .. } = &message.kind else {
         return rpc_status(
             StatusCode::BAD_REQUEST,
@@ -242,7 +313,7 @@ async fn initialize(st: &HttpState, route: Arc<Route>, message: &Message) -> Res
     };
     let version = ProtocolVersion::negotiate_legacy(&requested);
     let capabilities = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
-    let session = st.sessions.create(Arc::clone(&route), version, capabilities);
+    let session = st.sessions.create(Arc::clone(&route), version, capabilities, principal);
     tokio::spawn(feed_session(Arc::clone(&st.gateway), Arc::clone(&session)));
     let result = st.gateway.initialize_result(&route, version).await;
     let mut resp = json(StatusCode::OK, result_bytes(Some(id), &result));
@@ -303,6 +374,7 @@ fn legacy_host(session: &Arc<Session>) -> Host {
         version: session.version,
         session: Some(Arc::clone(session)),
         capabilities: None,
+        principal: Arc::clone(&session.principal),
     }
 }
 
@@ -439,6 +511,7 @@ async fn modern(
     headers: &HeaderMap,
     message: Message,
     body_version: Option<String>,
+    principal: Arc<Principal>,
 ) -> Response {
     let (id, method, params) = match message.kind {
         MessageKind::Request { id, method, params } => (id, method, params),
@@ -533,7 +606,7 @@ async fn modern(
                 .with_reason("method_not_found"),
         );
     }
-    let host = Host { route: Arc::clone(&route), version, session: None, capabilities: Some(capabilities) };
+    let host = Host { route: Arc::clone(&route), version, session: None, capabilities: Some(capabilities), principal };
     if method == "subscriptions/listen" {
         let Some(filter) = Filter::parse(params.as_deref()) else {
             return invalid_meta(&id, "params.notifications must be an object");
@@ -644,14 +717,14 @@ fn channel_stream(rx: mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Resu
     })
 }
 
-fn get(st: &HttpState, route: &Arc<Route>, headers: &HeaderMap) -> Response {
+fn get(st: &HttpState, route: &Arc<Route>, headers: &HeaderMap, principal: &Principal) -> Response {
     let Some(session_id) = header_str(headers, header::SESSION_ID) else {
         return plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "no standalone stream without a legacy session; use subscriptions/listen",
         );
     };
-    let Some(session) = st.sessions.get(session_id).filter(|s| Arc::ptr_eq(&s.route, route)) else {
+    let Some(session) = owned_session(st, session_id, route, principal) else {
         return plain(StatusCode::NOT_FOUND, "session not found");
     };
     let accepts_sse =
@@ -678,10 +751,12 @@ fn get(st: &HttpState, route: &Arc<Route>, headers: &HeaderMap) -> Response {
     sse(log_stream(log, LISTEN_STREAM, from, false, Some((Arc::clone(&session), generation))))
 }
 
-fn delete(st: &HttpState, headers: &HeaderMap) -> Response {
+fn delete(st: &HttpState, route: &Arc<Route>, headers: &HeaderMap, principal: &Principal) -> Response {
     match header_str(headers, header::SESSION_ID) {
         None => plain(StatusCode::METHOD_NOT_ALLOWED, "nothing to delete without a legacy session"),
-        Some(id) if st.sessions.remove(id) => empty(StatusCode::OK),
+        Some(id) if owned_session(st, id, route, principal).is_some() && st.sessions.remove(id) => {
+            empty(StatusCode::OK)
+        }
         Some(_) => plain(StatusCode::NOT_FOUND, "session not found"),
     }
 }

@@ -43,6 +43,7 @@ pub async fn feed_session(gateway: Arc<Gateway>, session: Arc<Session>) {
         version: session.version,
         session: Some(Arc::clone(&session)),
         capabilities: None,
+        principal: Arc::clone(&session.principal),
     };
     for uri in session.take_subscriptions() {
         gateway.unsubscribe_resource(&host, &uri).await;

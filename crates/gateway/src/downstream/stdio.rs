@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::downstream::listen::{Filter, feed_session, run_subscription};
 use crate::gateway::{Gateway, Host};
+use portcullis_identity::Principal;
+
 use crate::route::Route;
 use crate::session::{LISTEN_STREAM, Session};
 
@@ -33,9 +35,11 @@ where
             }
         }
     });
+    let principal = Arc::new(crate::identity::stdio_principal(gateway.config.auth.as_ref()));
     let conn = Connection {
         gateway,
         route,
+        principal,
         out: out_tx,
         session: Mutex::new(None),
         in_flight: Arc::new(Mutex::new(HashMap::new())),
@@ -61,6 +65,8 @@ where
 struct Connection {
     gateway: Arc<Gateway>,
     route: Arc<Route>,
+    /// The stdio host's identity (configured, or the OS user).
+    principal: Arc<Principal>,
     out: mpsc::Sender<Bytes>,
     session: Mutex<Option<Arc<Session>>>,
     in_flight: Arc<Mutex<HashMap<RequestId, CancellationToken>>>,
@@ -112,6 +118,7 @@ impl Connection {
         self.session().map(|s| Host {
             route: Arc::clone(&s.route),
             version: s.version,
+            principal: Arc::clone(&s.principal),
             session: Some(s),
             capabilities: None,
         })
@@ -139,7 +146,13 @@ impl Connection {
                 .with_reason("missing_meta");
                 return self.send(error_bytes(Some(&id), &err)).await;
             };
-            Host { route: Arc::clone(&self.route), version, session: None, capabilities: Some(caps) }
+            Host {
+                route: Arc::clone(&self.route),
+                version,
+                session: None,
+                capabilities: Some(caps),
+                principal: Arc::clone(&self.principal),
+            }
         } else if let Some(host) = self.legacy_host() {
             host
         } else {
@@ -217,7 +230,7 @@ impl Connection {
         };
         let version = ProtocolVersion::negotiate_legacy(&requested);
         let caps = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
-        let session = Session::standalone(Arc::clone(&self.route), version, caps);
+        let session = Session::standalone(Arc::clone(&self.route), version, caps, Arc::clone(&self.principal));
         *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&session));
         tokio::spawn(feed_session(Arc::clone(&self.gateway), Arc::clone(&session)));
         // The listening stream of a stdio session is stdout itself.

@@ -1,0 +1,114 @@
+//! Argument validation: every `tools/call` is checked against the tool's input
+//! schema before anything reaches the upstream; an argument-injection corpus is
+//! refused with `-32602` naming the offending path, and the upstream (a real
+//! Python SDK server that records every request) never sees any of it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{DEMO_UPSTREAM, Gateway, Proc, fixture, free_port, modern, post, python, wait_for_port};
+
+async fn call(url: &str, name: &str, arguments: Value) -> crate::harness::Raw {
+    let body = modern(7, "tools/call", json!({"name": name, "arguments": arguments}));
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)];
+    // draft_ticket's priority is mirrored in a header (x-mcp-header), which must agree with the body.
+    let priority = arguments["priority"].as_str().unwrap_or_default().to_owned();
+    if !priority.is_empty() {
+        headers.push(("mcp-param-priority", priority.as_str()));
+    }
+    post(url, &headers, &body).await
+}
+
+/// `{"a": {"a": … 200 levels … }}`
+fn depth_bomb() -> Value {
+    let mut v = json!("x");
+    for _ in 0..200 {
+        v = json!({ "a": v });
+    }
+    v
+}
+
+#[tokio::test]
+async fn refuses_arguments_that_fail_the_pinned_schema_naming_the_path() {
+    let gw = Gateway::start(&format!("{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"demo\"]\n"));
+    let url = gw.url("/mcp");
+    let ok = call(&url, "demo__echo", json!({"text": "hi"})).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.json()["error"].is_null(), "{}", ok.body);
+
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        ("wrong type", "demo__get_ticket", json!({"id": 1001}), "/id"),
+        ("pattern", "demo__get_ticket", json!({"id": "../../etc/passwd"}), "/id"),
+        ("missing required", "demo__echo", json!({}), ""),
+        ("extra field", "demo__echo", json!({"text": "hi", "admin": true}), ""),
+        ("huge value", "demo__search_tickets", json!({"query": "a".repeat(100_000)}), "/query"),
+        ("out of range", "demo__search_tickets", json!({"query": "x", "limit": 1_000_000}), "/limit"),
+        (
+            "enum",
+            "demo__draft_ticket",
+            json!({"title": "t", "body": "b", "priority": "urgent; DROP TABLE"}),
+            "/priority",
+        ),
+        ("nested object where a string goes", "demo__echo", json!({"text": {"$gt": ""}}), "/text"),
+    ];
+    for (what, tool, args, path) in cases {
+        let r = call(&url, tool, args).await;
+        let body = r.json();
+        assert_eq!(body["error"]["code"], -32602, "{what}: {}", r.body);
+        assert_eq!(body["error"]["data"]["reason"], "invalid_arguments", "{what}: {}", r.body);
+        assert_eq!(body["error"]["data"]["stage"], "validate", "{what}: {}", r.body);
+        assert_eq!(body["error"]["data"]["path"], path, "{what}: {}", r.body);
+        assert!(r.body.len() < 4096, "{what}: the refusal does not echo the value");
+    }
+    let bomb = call(&url, "demo__echo", json!({"text": depth_bomb()})).await;
+    assert_eq!(bomb.json()["error"]["code"], -32602, "{}", bomb.body);
+    assert_eq!(bomb.json()["error"]["data"]["reason"], "invalid_arguments", "{}", bomb.body);
+    let not_object = call(&url, "demo__echo", json!("text")).await;
+    assert_eq!(not_object.json()["error"]["data"]["reason"], "invalid_arguments", "{}", not_object.body);
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_fields_an_open_schema_does_not_declare_and_nothing_reaches_the_upstream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("requests.jsonl");
+    let port = free_port();
+    let _upstream = Proc(
+        Command::new(python())
+            .arg(fixture("header_server.py"))
+            .arg(port.to_string())
+            .arg(&log)
+            .spawn()
+            .expect("start header_server.py"),
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    let config = |strict: &str| {
+        format!(
+            "[validation]\nstrict = \"{strict}\"\n\n[[upstream]]\nname = \"py\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\n[[route]]\npath = \"/mcp\"\nupstreams = [\"py\"]\n"
+        )
+    };
+    let smuggled = json!({"text": "hi", "sudo": "rm -rf /"});
+    // The SDK's schema for echo(text) leaves extra fields open: only strict mode refuses them.
+    let lenient = Gateway::start(&config("never"));
+    let r = call(&lenient.url("/mcp"), "py__echo", smuggled.clone()).await;
+    assert!(r.json()["error"].is_null(), "lenient: {}", r.body);
+    drop(lenient);
+    std::fs::write(&log, "").expect("reset log");
+
+    let strict = Gateway::start(&config("always"));
+    let url = strict.url("/mcp");
+    let r = call(&url, "py__echo", smuggled).await;
+    assert_eq!(r.json()["error"]["code"], -32602, "{}", r.body);
+    assert_eq!(r.json()["error"]["data"]["reason"], "invalid_arguments", "{}", r.body);
+    for args in [json!({"text": 5}), json!({"text": depth_bomb()}), json!({})] {
+        let r = call(&url, "py__echo", args.clone()).await;
+        assert_eq!(r.json()["error"]["code"], -32602, "{args}: {}", r.body);
+    }
+    let fine = call(&url, "py__echo", json!({"text": "fine"})).await;
+    assert!(fine.json()["error"].is_null(), "{}", fine.body);
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    let calls: Vec<&str> = seen.lines().filter(|l| l.contains("tools/call")).collect();
+    assert_eq!(calls.len(), 1, "only the valid call reached the upstream: {calls:?}");
+    assert!(calls[0].contains("fine") && !seen.contains("rm -rf"), "{seen}");
+}
