@@ -27,6 +27,8 @@ mod faults;
 mod hosts;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/policy.rs"]
+mod policy;
 #[path = "e2e/registry.rs"]
 mod registry;
 #[path = "e2e/routing.rs"]

@@ -15,7 +15,7 @@ use serde_spanned::Spanned;
 use crate::admin::AdminSettings;
 use crate::registry::{Mode, RegistrySettings};
 use crate::secret::SecretRef;
-use crate::validation::{Strictness, ValidationSettings};
+use crate::validation::{Refusal, Strictness, ValidationSettings};
 
 /// The raw configuration file.
 #[derive(Debug, Deserialize)]
@@ -154,6 +154,11 @@ pub struct RawValidation {
     /// Also check a result's `structuredContent` against the tool's pinned output schema.
     #[serde(default)]
     pub output: bool,
+    /// How refused arguments are answered: `error` (JSON-RPC -32602 naming the path) or
+    /// `tool_result` (a result with `isError: true`, as SEP-1303 has servers do, so the model
+    /// can correct itself).
+    #[serde(default = "default_refusal")]
+    pub refusal: Spanned<String>,
 }
 
 /// `[admin]`
@@ -328,6 +333,9 @@ fn default_jwks_refresh() -> Duration {
 }
 fn default_policy_reload() -> Duration {
     Duration::from_secs(2)
+}
+fn default_refusal() -> Spanned<String> {
+    Spanned::new(0..0, "error".to_owned())
 }
 fn default_strict() -> Spanned<String> {
     Spanned::new(0..0, "auto".to_owned())
@@ -1082,7 +1090,19 @@ impl Validator<'_> {
                 Strictness::Auto
             }
         };
-        ValidationSettings { enabled, strict, output: raw.output }
+        let refusal = match raw.refusal.get_ref().as_str() {
+            "error" => Refusal::Error,
+            "tool_result" => Refusal::ToolResult,
+            other => {
+                self.problem(
+                    &raw.refusal,
+                    "validation.refusal",
+                    format!("unknown refusal '{other}' (expected error or tool_result)"),
+                );
+                Refusal::Error
+            }
+        };
+        ValidationSettings { enabled, strict, output: raw.output, refusal }
     }
 }
 

@@ -29,6 +29,7 @@ use crate::registry::{Mode, Registry};
 use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, ToolFacts, Upstream};
 use crate::secret::Secret;
 use crate::session::Session;
+use crate::validation::Refusal;
 use portcullis_identity::Principal;
 use portcullis_policy::ApprovalState;
 use portcullis_registry::pinning::ItemKind;
@@ -248,8 +249,10 @@ impl Gateway {
             if let Err(e) = client.info(u_timeout(&gateway, index)).await {
                 tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
             }
-            if let Some(g) = gateway.upgrade() {
-                g.observe_upstream(index).await;
+            if let Some(g) = gateway.upgrade()
+                && let Err(e) = g.observe_upstream(index).await
+            {
+                tracing::debug!(server = %client.name(), error = %e, "upstream not observed yet");
             }
         });
         Ok(())
@@ -257,10 +260,10 @@ impl Gateway {
 
     /// Lists everything an upstream offers (every page) so the registry sees it: drift is
     /// recorded, and items no longer offered are marked removed.
-    async fn observe_upstream(&self, index: usize) {
-        let Some(upstream) = self.upstreams.get(index) else { return };
+    async fn observe_upstream(&self, index: usize) -> Result<(), UpstreamError> {
+        let Some(upstream) = self.upstreams.get(index) else { return Ok(()) };
         let registry = self.registry.as_ref();
-        let Ok(info) = upstream.client.info(upstream.settings.timeout).await else { return };
+        let info = upstream.client.info(upstream.settings.timeout).await?;
         let mut present = Vec::new();
         for (kind, item_kind) in [
             (ListKind::Tools, ItemKind::Tool),
@@ -274,11 +277,13 @@ impl Gateway {
             for _page in 0..100 {
                 let params = cursor.as_ref().map(|c| raw(serde_json::json!({ "cursor": c }).to_string()));
                 let opts = RequestOptions::own(upstream.settings.timeout);
-                let Ok(response) = upstream.client.request(kind.method(), params.as_deref(), opts, None).await else {
-                    return;
+                let response = upstream.client.request(kind.method(), params.as_deref(), opts, None).await?;
+                let MessageKind::Response { outcome: Outcome::Result(result), .. } = response.kind else {
+                    return Err(UpstreamError::Protocol(format!("{} failed", kind.method())));
                 };
-                let MessageKind::Response { outcome: Outcome::Result(result), .. } = response.kind else { return };
-                let Some(page) = RawObject::parse(&result) else { return };
+                let Some(page) = RawObject::parse(&result) else {
+                    return Err(UpstreamError::Protocol(format!("{} result is not an object", kind.method())));
+                };
                 let items: Vec<Box<RawValue>> =
                     page.get(kind.field()).and_then(|l| serde_json::from_str(l.get()).ok()).unwrap_or_default();
                 for item in items {
@@ -302,6 +307,7 @@ impl Gateway {
         if let Some(registry) = registry {
             registry.observe_removals(&upstream.settings.name, &present).await;
         }
+        Ok(())
     }
 
     /// The route serving an HTTP path.
@@ -429,6 +435,17 @@ impl Gateway {
                 let e = translate_error(e, host.modern(), method);
                 let code = RawObject::parse(&e).and_then(|o| o.get("code").and_then(|c| c.get().parse().ok()));
                 Answer { bytes: error_raw_bytes(Some(id), &e), error_code: code }
+            }
+            Err(GatewayError::Denied(d))
+                if d.stage == "validate"
+                    && d.reason == "invalid_arguments"
+                    && self.config.validation.refusal == Refusal::ToolResult =>
+            {
+                let mut result = refusal_result(&d);
+                if host.modern() {
+                    result = complete_result(result, method);
+                }
+                Answer { bytes: result_bytes(Some(id), &result), error_code: None }
             }
             Err(e) => {
                 tracing::debug!(method, reason = e.reason(), error = %e, "request failed");
@@ -623,8 +640,11 @@ impl Gateway {
             match stop {
                 Stop::Denied(denied) => return Err(GatewayError::Denied(denied)),
                 Stop::Unverified => {
-                    if let Some(index) = call.target.as_ref().and_then(|t| self.index_of(&t.upstream)) {
-                        self.observe_upstream(index).await;
+                    if let Some(target) = &call.target
+                        && let Some(index) = self.index_of(&target.upstream)
+                        && let Err(e) = self.observe_upstream(index).await
+                    {
+                        return Err(upstream_error(&target.upstream, e));
                     }
                     if let Err(stop) = self.pipeline.run(call, true) {
                         return Err(match stop {
@@ -1345,6 +1365,18 @@ fn with_request_state(mut result: RawObject, token: &str) -> Box<RawValue> {
 }
 
 /// A tool's `x-mcp-header` annotations (cheap when it has none).
+/// A refused call as a tool result with `isError: true` (SEP-1303), the refusal's particulars
+/// in `_meta`.
+fn refusal_result(denied: &crate::error::Denied) -> Box<RawValue> {
+    let rpc = GatewayError::Denied(denied.clone()).to_rpc(true);
+    let result = serde_json::json!({
+        "content": [{"type": "text", "text": denied.message}],
+        "isError": true,
+        "_meta": {"io.portcullis/refusal": rpc.data},
+    });
+    raw(result.to_string())
+}
+
 /// Records what the controls need of an admitted tool's list entry; `None` when the tool
 /// must be hidden (the spec: an HTTP client must not expose a tool whose header annotations
 /// are invalid).
@@ -1521,7 +1553,9 @@ async fn follow_registry(gateway: std::sync::Weak<Gateway>, registry: Arc<Regist
         if last_scan.elapsed() >= registry.rescan_interval() {
             last_scan = std::time::Instant::now();
             for index in 0..g.upstreams.len() {
-                g.observe_upstream(index).await;
+                if let Err(e) = g.observe_upstream(index).await {
+                    tracing::debug!(error = %e, "upstream not observed on rescan");
+                }
             }
         }
     }

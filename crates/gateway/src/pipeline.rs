@@ -232,8 +232,8 @@ impl Stage for ValidateStage {
         let Some(tool) = target.upstream.tool(&target.name) else {
             return Verdict::Unverified(Denied::new(
                 self.name(),
-                "schema_unknown",
-                format!("tool '{}' has no known input schema (it is not listed by its server)", call.name),
+                "unknown_tool",
+                format!("unknown tool: {} (its server does not list it)", call.name),
             ));
         };
         let compiled = self.schemas.get(tool.input_schema.as_deref().unwrap_or(r#"{"type":"object"}"#));

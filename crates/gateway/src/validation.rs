@@ -35,11 +35,23 @@ pub struct ValidationSettings {
     pub strict: Strictness,
     /// Whether a tool result's `structuredContent` is checked against the pinned output schema.
     pub output: bool,
+    /// How refused arguments are answered.
+    pub refusal: Refusal,
+}
+
+/// How a call whose arguments fail validation is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A JSON-RPC `-32602` error naming the offending path (hosts act on it).
+    Error,
+    /// A tool result with `isError: true` carrying the same message (SEP-1303: the model sees
+    /// it and can correct its call); the machine-readable refusal is in its `_meta`.
+    ToolResult,
 }
 
 impl Default for ValidationSettings {
     fn default() -> Self {
-        Self { enabled: true, strict: Strictness::Auto, output: false }
+        Self { enabled: true, strict: Strictness::Auto, output: false, refusal: Refusal::Error }
     }
 }
 

@@ -66,8 +66,11 @@ names = "passthrough"
     assert_eq!(failed, 0, "{text}");
     assert!(passed >= 80, "{passed} checks passed:\n{text}");
 
+    // Fewer checks pass here than with validation off: the unscored tasks scenarios call tools the
+    // fixture does not list (refused as unknown), and one pending header check calls a tool with
+    // arguments its schema rejects (refused by validation). README lists them.
     let (passed, _failed, text) = run_suite(&url, "2026-07-28");
-    assert!(passed >= 165, "{passed} checks passed:\n{text}");
+    assert!(passed >= 160, "{passed} checks passed:\n{text}");
     // Only the tasks extension (not scored, not implemented by the fixture) may fail.
     let failing: Vec<&str> =
         text.lines().filter_map(|l| l.trim().strip_prefix("✗ ")).filter(|l| !l.starts_with("tasks-")).collect();

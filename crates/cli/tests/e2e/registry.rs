@@ -150,7 +150,7 @@ fn quarantine_cycle(backend: Backend) {
     let gw = gateway(&store, "enforce", None);
     assert!(tools(&gw).is_empty(), "{backend:?}: nothing is approved");
     let denied = call(&gw, "drift__lookup");
-    assert_eq!(denied["error"]["code"], -31010, "{backend:?}: {denied}");
+    assert_eq!(denied["error"]["code"], -31011, "{backend:?}: {denied}");
     assert!(gw.log().contains("not approved in the registry; not connected"), "{}", gw.log());
 
     // Approving the entry connects the server; its tools are observed, still unpinned.

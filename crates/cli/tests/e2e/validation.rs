@@ -112,3 +112,21 @@ async fn strict_mode_refuses_fields_an_open_schema_does_not_declare_and_nothing_
     assert_eq!(calls.len(), 1, "only the valid call reached the upstream: {calls:?}");
     assert!(calls[0].contains("fine") && !seen.contains("rm -rf"), "{seen}");
 }
+
+#[tokio::test]
+async fn tool_result_refusals_let_the_model_see_what_to_correct() {
+    let gw = Gateway::start(&format!(
+        "[validation]\nrefusal = \"tool_result\"\n{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"demo\"]\n"
+    ));
+    let r = call(&gw.url("/mcp"), "demo__get_ticket", json!({"id": 1001})).await;
+    let result = &r.json()["result"];
+    assert_eq!(result["isError"], true, "{}", r.body);
+    assert!(result["content"][0]["text"].as_str().is_some_and(|t| t.contains("arguments/id")), "{}", r.body);
+    let refusal = &result["_meta"]["io.portcullis/refusal"];
+    assert_eq!(
+        (refusal["reason"].clone(), refusal["path"].clone()),
+        (json!("invalid_arguments"), json!("/id")),
+        "{}",
+        r.body
+    );
+}

@@ -377,10 +377,97 @@ fn zz_timing_probe() {
     let alice = user("alice", &["eng"]);
     let args = json!({ "title": "bug", "labels": ["p1", "p2"], "n": 3 });
     let n = 20_000;
+    let req = Request {
+        principal: &alice,
+        action: Action::CallTool,
+        resource: tool("gh", "create_issue", Some(RiskTier::High)),
+        context: context(Some(&args)),
+    };
     let start = std::time::Instant::now();
     for _ in 0..n {
-        let d = decide(&engine, &alice, tool("gh", "create_issue", Some(RiskTier::High)), context(Some(&args)));
-        assert_eq!(d.outcome, Outcome::ApprovalRequired);
+        let p = crate::entity::Prepared::new(&req).unwrap();
+        std::hint::black_box(p);
     }
-    println!("per decision: {:?}", start.elapsed() / n);
+    println!("prepare: {:?}", start.elapsed() / n);
+    let p = crate::entity::Prepared::new(&req).unwrap();
+    let set = &engine.enforced[0];
+    let a = cedar_policy::Authorizer::new();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        for b in set.index.buckets("gh", &p.item) {
+            for s in [&b.permits, &b.approvals, &b.forbids].into_iter().flatten() {
+                std::hint::black_box(a.is_authorized(&p.request, s, &p.entities));
+            }
+        }
+    }
+    println!("evaluate: {:?}", start.elapsed() / n);
+    let flat = cedar_policy::PolicySet::from_str(crate::DEFAULT_POLICIES).unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(a.is_authorized(&p.request, &flat, &p.entities));
+    }
+    println!("flat evaluate: {:?}", start.elapsed() / n);
+    let empty = cedar_policy::Entities::empty();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(a.is_authorized(&p.request, &flat, &empty));
+    }
+    println!("flat evaluate, no entities: {:?}", start.elapsed() / n);
+}
+
+#[test]
+fn zz_timing_parts() {
+    use cedar_policy::*;
+    let n = 20_000;
+    let t = |label: &str, f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!("{label}: {:?}", start.elapsed() / n);
+    };
+    let uid = EntityUid::from_str(r#"User::"alice""#).unwrap();
+    let ruid = EntityUid::from_str(r#"Tool::"gh/x""#).unwrap();
+    t("entity new 3 attrs", &mut || {
+        let mut attrs = std::collections::HashMap::new();
+        attrs.insert("id".to_owned(), RestrictedExpression::new_string("alice".into()));
+        attrs.insert("scopes".to_owned(), RestrictedExpression::new_set([]));
+        std::hint::black_box(Entity::new(uid.clone(), attrs, Default::default()).unwrap());
+    });
+    t("entity no attrs", &mut || {
+        std::hint::black_box(Entity::new_no_attrs(uid.clone(), Default::default()));
+    });
+    let e1 = Entity::new_no_attrs(uid.clone(), Default::default());
+    let e2 = Entity::new_no_attrs(ruid.clone(), Default::default());
+    t("entities from 2", &mut || {
+        std::hint::black_box(Entities::from_entities([e1.clone(), e2.clone()], None).unwrap());
+    });
+    t("context 3 pairs", &mut || {
+        std::hint::black_box(
+            Context::from_pairs([
+                ("a".to_owned(), RestrictedExpression::new_long(1)),
+                ("b".to_owned(), RestrictedExpression::new_string("x".into())),
+                ("c".to_owned(), RestrictedExpression::new_bool(true)),
+            ])
+            .unwrap(),
+        );
+    });
+    let req = || Request::new(uid.clone(), uid.clone(), ruid.clone(), Context::empty(), None).unwrap();
+    t("request", &mut || {
+        std::hint::black_box(req());
+    });
+}
+
+#[test]
+fn zz_timing_prepared_parts() {
+    let n = 20_000;
+    let t = |label: &str, f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..n { f(); }
+        println!("{label}: {:?}", start.elapsed() / n);
+    };
+    let alice = user("alice", &["eng"]);
+    let args = json!({ "title": "bug", "labels": ["p1", "p2"], "n": 3 });
+    let req = Request { principal: &alice, action: Action::CallTool, resource: tool("gh", "create_issue", Some(RiskTier::High)), context: context(Some(&args)) };
+    crate::entity::timing(&req, &t);
 }
