@@ -29,7 +29,7 @@ use crate::registry::{Mode, Registry};
 use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, ToolFacts, Upstream};
 use crate::secret::Secret;
 use crate::session::Session;
-use crate::validation::Refusal;
+use crate::validation::{Refusal, SchemaCache};
 use portcullis_identity::Principal;
 use portcullis_policy::ApprovalState;
 use portcullis_registry::pinning::ItemKind;
@@ -91,6 +91,7 @@ pub struct Gateway {
     parked: ParkedCalls,
     registry: Option<Arc<Registry>>,
     policy: Option<Arc<PolicyControl>>,
+    schemas: Arc<SchemaCache>,
     client_info: ClientInfo,
 }
 
@@ -130,9 +131,11 @@ impl Gateway {
                     .map_err(|e| GatewayError::Internal(format!("the policy does not load:\n{e}")))?,
             ),
         };
+        let schemas = Arc::new(SchemaCache::default());
         let pipeline = Pipeline::standard(&Controls {
             registry: registry.clone(),
             validation: config.validation.clone(),
+            schemas: Arc::clone(&schemas),
             policy: policy.clone(),
         });
         let gateway = Arc::new(Self {
@@ -143,6 +146,7 @@ impl Gateway {
             parked: ParkedCalls::default(),
             registry,
             policy,
+            schemas,
             client_info,
         });
         let sweeper = Arc::downgrade(&gateway);
@@ -486,18 +490,23 @@ impl Gateway {
                 let mut rewritten = p;
                 rewritten.insert_str("name", &target.name);
                 let params = rewritten.to_raw();
-                self.forward(
-                    host,
-                    &target,
-                    Forward {
-                        method,
-                        params: Some(&params),
-                        name: Some(&target.name.clone()),
-                        param_headers: &headers,
-                    },
-                    related,
-                )
-                .await
+                let reply = self
+                    .forward(
+                        host,
+                        &target,
+                        Forward {
+                            method,
+                            params: Some(&params),
+                            name: Some(&target.name.clone()),
+                            param_headers: &headers,
+                        },
+                        related,
+                    )
+                    .await?;
+                if governed == Governed::CallTool {
+                    self.check_output(&target, &reply)?;
+                }
+                Ok(reply)
             }
             "resources/subscribe" | "resources/unsubscribe" => {
                 let uri = params_object(params)?
@@ -609,6 +618,38 @@ impl Gateway {
             }
             _ => Err(GatewayError::MethodNotFound(method.to_owned())),
         }
+    }
+
+    /// With `[validation] output`, a tool result's `structuredContent` must match the tool's
+    /// pinned output schema (the spec requires it of a tool that declares one); a result that
+    /// does not is the upstream's fault and never reaches the host.
+    fn check_output(&self, target: &Target, reply: &Reply) -> Result<(), GatewayError> {
+        let Reply::Result(result) = reply else { return Ok(()) };
+        if !self.config.validation.enabled || !self.config.validation.output || is_input_required(result) {
+            return Ok(());
+        }
+        let Some(schema_text) = target.upstream.tool(&target.name).and_then(|t| t.output_schema.clone()) else {
+            return Ok(());
+        };
+        let Some(obj) = RawObject::parse(result) else { return Ok(()) };
+        if obj.get("isError").is_some_and(|v| v.get() == "true") {
+            return Ok(());
+        }
+        let invalid = |why: String| GatewayError::Upstream {
+            server: target.upstream.settings.name.clone(),
+            error: UpstreamError::Protocol(format!("tool '{}' result: {why}", target.name)),
+        };
+        let structured = obj
+            .get("structuredContent")
+            .ok_or_else(|| invalid("no structuredContent, though the tool declares an output schema".to_owned()))?;
+        let value: serde_json::Value = serde_json::from_str(structured.get())
+            .map_err(|_| invalid("structuredContent nests too deeply to be checked".to_owned()))?;
+        let compiled = self.schemas.get(&schema_text);
+        let schema = compiled.as_ref().as_ref().map_err(|_| invalid("its output schema is not usable".to_owned()))?;
+        schema.check(&value, false).map_err(|violations| {
+            let v = &violations[0];
+            invalid(format!("structuredContent does not match the output schema at '{}': {}", v.path, v.message))
+        })
     }
 
     /// The pipeline's context for one governed request.

@@ -110,6 +110,8 @@ pub trait Stage: Send + Sync {
 pub struct Controls {
     pub registry: Option<Arc<Registry>>,
     pub validation: ValidationSettings,
+    /// Compiled tool schemas, shared with the output check.
+    pub schemas: Arc<SchemaCache>,
     pub policy: Option<Arc<PolicyControl>>,
 }
 
@@ -130,7 +132,7 @@ impl Pipeline {
             stages.push(Box::new(ValidateStage {
                 settings: controls.validation.clone(),
                 registry: controls.registry.clone(),
-                schemas: SchemaCache::default(),
+                schemas: Arc::clone(&controls.schemas),
             }));
         }
         if let Some(policy) = &controls.policy {
@@ -216,7 +218,7 @@ impl Stage for RegistryStage {
 struct ValidateStage {
     settings: ValidationSettings,
     registry: Option<Arc<Registry>>,
-    schemas: SchemaCache,
+    schemas: Arc<SchemaCache>,
 }
 
 impl Stage for ValidateStage {

@@ -235,19 +235,3 @@ mod tests {
         assert!(data_level(None) > data_level(Some(DataClass::Restricted)));
     }
 }
-
-#[cfg(test)]
-pub(crate) fn timing(request: &Request<'_>, t: &dyn Fn(&str, &mut dyn FnMut())) {
-    let names = &*NAMES;
-    t("principal entity", &mut || { std::hint::black_box(principal_entity(names, request.principal).ok()); });
-    let item = item_uid(names, request.action, &request.resource);
-    t("item uid", &mut || { std::hint::black_box(item_uid(names, request.action, &request.resource)); });
-    t("resource entity", &mut || { std::hint::black_box(resource_entity(names, item.clone(), &request.resource).ok()); });
-    t("arguments", &mut || { std::hint::black_box(Arguments::convert(request.context.arguments)); });
-    t("context", &mut || { std::hint::black_box(context(request, Arguments::convert(request.context.arguments)).ok()); });
-    t("context no args", &mut || { std::hint::black_box(context(request, Arguments::empty()).ok()); });
-    let p = principal_entity(names, request.principal).ok().unwrap_or_else(|| panic!());
-    let r = resource_entity(names, item.clone(), &request.resource).ok().unwrap_or_else(|| panic!());
-    t("entities", &mut || { std::hint::black_box(Entities::from_entities([p.clone(), r.clone()], None).ok()); });
-    t("clone only", &mut || { std::hint::black_box((p.clone(), r.clone())); });
-}
