@@ -483,6 +483,9 @@ impl Gateway {
                 let governed = if method == "tools/call" { Governed::CallTool } else { Governed::GetPrompt };
                 let mut call = self.call(host, governed, &name, arguments.as_ref(), None);
                 let target = self.govern(&mut call).await?;
+                if let (Governed::CallTool, Some(session)) = (governed, &host.session) {
+                    session.count_call();
+                }
                 if let Some(binding) = self.parked_binding(host, method, &target.name, &p) {
                     return self.resume(host, binding, &p, related).await;
                 }
@@ -669,6 +672,7 @@ impl Gateway {
             arguments,
             target,
             approval: ApprovalState::None,
+            session_calls: host.session.as_ref().map_or(0, |s| s.calls()),
             decision: None,
         }
     }
@@ -1006,7 +1010,7 @@ impl Gateway {
                 route: host.route.path(),
                 now_unix: crate::registry::now_ms() / 1000,
                 approval: ApprovalState::None,
-                session_calls: 0,
+                session_calls: host.session.as_ref().map_or(0, |s| s.calls()),
             },
         })
     }

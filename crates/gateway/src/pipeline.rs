@@ -79,6 +79,8 @@ pub struct CallContext<'a> {
     pub target: Option<Target>,
     /// Whether a human approved this exact call.
     pub approval: ApprovalState,
+    /// Tool calls already let through on the host's session (0 for a modern, sessionless host).
+    pub session_calls: u64,
     /// The policy's decision, once made.
     pub decision: Option<Decision>,
 }
@@ -313,7 +315,7 @@ impl Stage for PolicyStage {
                 route: call.route.path(),
                 now_unix: crate::registry::now_ms() / 1000,
                 approval: call.approval,
-                session_calls: 0,
+                session_calls: call.session_calls,
             },
         };
         let decision = self.policy.decide(&request);

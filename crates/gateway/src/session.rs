@@ -120,6 +120,8 @@ pub struct Session {
     subscriptions: Mutex<HashSet<String>>,
     /// The level set by `logging/setLevel`, if any.
     log_level: Mutex<Option<String>>,
+    /// Tool calls the controls let through on this session (policies read it as `sessionCalls`).
+    calls: AtomicU64,
     pub closed: CancellationToken,
 }
 
@@ -137,6 +139,16 @@ impl Session {
         Arc::new(Self::new("stdio".to_owned(), route, version, capabilities, principal))
     }
 
+    /// Tool calls let through so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more tool call let through.
+    pub fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn new(
         id: String,
         route: Arc<Route>,
@@ -152,6 +164,7 @@ impl Session {
             version,
             capabilities,
             principal,
+            calls: AtomicU64::new(0),
             last_seen: Mutex::new(Instant::now()),
             next_stream: AtomicU64::new(1),
             streams: Mutex::new(streams),

@@ -297,3 +297,48 @@ resource = { server = "demo", name = "echo" }
     assert!(!bad.status.success(), "an invalid policy fails the check");
     assert!(stderr.contains("team.cedar") && stderr.contains("Team"), "{stderr}");
 }
+
+#[test]
+fn a_stdio_host_is_its_configured_identity_and_session_facts_reach_the_policy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("team.cedar"),
+        format!(
+            "{TEAM_POLICY}\n@id(\"three-echoes-a-session\")\nforbid (principal, action, resource == Tool::\"demo/echo\")\nwhen {{ context.sessionCalls >= 3 }};\n"
+        ),
+    )
+    .expect("write policy");
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nmode = \"off\"\n\n[policy]\npaths = [\"team.cedar\"]\n\n[auth]\npublic_url = \"http://127.0.0.1:1\"\n\n[auth.stdio]\nprincipal = \"carol\"\ngroups = [\"support\"]\n{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"demo\"]\n"
+        ),
+    )
+    .expect("write config");
+    let cmd = vec![
+        portcullis().display().to_string(),
+        "stdio".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ];
+    let support = crate::harness::host_stdio(
+        &cmd,
+        "legacy",
+        json!([{"op": "list_tools"}, call("demo__echo", json!({"text": "x"}))]),
+        &[],
+    );
+    let mut tools = names(&support["results"][0], "tools");
+    tools.sort();
+    assert_eq!(tools, ["demo__get_ticket", "demo__search_tickets"], "carol is in support: {support}");
+    assert_eq!(support["results"][1]["error"]["data"]["reason"], "no_permit", "{support}");
+
+    std::fs::write(&config, std::fs::read_to_string(&config).expect("read").replace("\"support\"", "\"engineering\""))
+        .expect("write");
+    let echo = call("demo__echo", json!({"text": "x"}));
+    let out = crate::harness::host_stdio(&cmd, "legacy", json!([echo, echo, echo, echo]), &[]);
+    for i in 0..3 {
+        assert!(out["results"][i]["error"].is_null(), "call {i}: {out}");
+    }
+    assert_eq!(out["results"][3]["error"]["data"]["policies"], json!(["three-echoes-a-session"]), "{out}");
+}

@@ -130,3 +130,20 @@ async fn tool_result_refusals_let_the_model_see_what_to_correct() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn a_result_that_breaks_the_tools_own_output_schema_never_reaches_the_host() {
+    let gw = Gateway::start(&format!(
+        "[validation]\noutput = true\n{}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"raw\"]\n",
+        crate::harness::raw_upstream("5s")
+    ));
+    let url = gw.url("/mcp");
+    let good = call(&url, "raw__count", json!({})).await;
+    assert_eq!(good.json()["result"]["structuredContent"]["count"], 3, "{}", good.body);
+    let lie = call(&url, "raw__count", json!({"lie": true})).await;
+    let error = &lie.json()["error"];
+    assert_eq!(error["code"], -31003, "{}", lie.body);
+    assert_eq!(error["data"]["reason"], "upstream_protocol_error", "{}", lie.body);
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("/count")), "{}", lie.body);
+    assert!(!lie.body.contains("many"), "the bad result is not passed on: {}", lie.body);
+}
