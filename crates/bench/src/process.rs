@@ -36,6 +36,11 @@ impl Peer {
     pub fn gateway(exe: &Path, config: &str) -> anyhow::Result<Peer> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("portcullis.toml");
+        // `{{DIR}}` is a private folder for this gateway's files (e.g. its registry store),
+        // `{{WORKSPACE}}` the repository (e.g. for the demo's registry document).
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let config = config.replace("{{DIR}}", &dir.path().display().to_string());
+        let config = config.replace("{{WORKSPACE}}", &workspace.display().to_string());
         std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
         let mut cmd = Command::new(exe);
         cmd.arg("serve").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);

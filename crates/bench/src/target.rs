@@ -52,6 +52,12 @@ request_timeout = "30s"
 [registry]
 mode = "off"
 
+[policy]
+mode = "off"
+
+[validation]
+mode = "off"
+
 [listen]
 address = "127.0.0.1:0"
 max_sessions = 100000
@@ -82,7 +88,10 @@ names = "passthrough"
 
 /// A gateway aggregating `n` stdio demos at `/agg` (names prefixed `u0__` … `u{n-1}__`).
 pub fn aggregate_config(n: usize) -> String {
-    let mut out = String::from("[registry]\nmode = \"off\"\n\n[listen]\naddress = \"127.0.0.1:0\"\n\n");
+    let mut out = String::from(
+        "[registry]\nmode = \"off\"\n\n[policy]\nmode = \"off\"\n\n[validation]\nmode = \"off\"\n\n\
+         [listen]\naddress = \"127.0.0.1:0\"\n\n",
+    );
     for i in 0..n {
         out.push_str(&format!(
             "[[upstream]]\nname = \"u{i}\"\ntransport = \"stdio\"\ncommand = \"$PORTCULLIS_EXE\"\nargs = [\"demo\"]\n\n"

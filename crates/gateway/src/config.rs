@@ -1310,4 +1310,68 @@ upstreams = ["a", "b"]
         let p = problems(&format!("{GOOD}\n[admin]\naddress = \"127.0.0.1:1\"\ntoken = \"env:X\"\nport = 1\n"));
         assert!(p[0].message.contains("unknown field `port`"), "{p:?}");
     }
+
+    #[test]
+    fn upstream_credentials_are_references_and_never_echoed() {
+        let text = GOOD.replace(
+            "era = \"legacy\"",
+            "era = \"legacy\"\nbearer = \"file:tok\"\nsecret_headers = { \"X-Api-Key\" = \"env:KEY\" }\nheaders = { \"X-Tenant\" = \"acme\" }",
+        );
+        let c = Config::parse(&text, Path::new("/etc/p/t.toml")).expect("valid");
+        let creds = &c.upstreams[1].credentials;
+        assert_eq!(
+            creds.headers[0],
+            ("authorization".to_owned(), HeaderSource::Bearer(SecretRef::File("/etc/p/tok".into())))
+        );
+        assert!(creds.headers.contains(&("x-api-key".to_owned(), HeaderSource::Secret(SecretRef::Env("KEY".into())))));
+        assert!(creds.headers.contains(&("x-tenant".to_owned(), HeaderSource::Plain("acme".into()))));
+
+        let bad = GOOD.replace(
+            "era = \"legacy\"",
+            "bearer = \"ghp_supersecret\"\nheaders = { \"Authorization\" = \"Bearer x\", \"Mcp-Session-Id\" = \"1\" }",
+        );
+        let p = problems(&bad);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"upstream[1].bearer"), "{p:?}");
+        assert!(keys.contains(&"upstream[1].headers.Authorization"), "{p:?}");
+        assert!(keys.contains(&"upstream[1].headers.Mcp-Session-Id"), "{p:?}");
+        assert!(p.iter().all(|p| !p.message.contains("supersecret")), "{p:?}");
+        let stdio_bearer =
+            problems(&GOOD.replace("command = \"/bin/true\"", "command = \"/bin/true\"\nbearer = \"env:X\""));
+        assert!(stdio_bearer.iter().any(|p| p.key == "upstream[0].bearer"), "{stdio_bearer:?}");
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_auth() {
+        let open = GOOD.replace("127.0.0.1:0", "0.0.0.0:8080");
+        assert!(problems(&open).iter().any(|p| p.key == "listen.address" && p.message.contains("[auth]")));
+        let with_auth = format!("{open}\n[auth]\npublic_url = \"https://mcp.example.com\"\n");
+        assert_eq!(problems(&with_auth), Vec::new());
+    }
+
+    #[test]
+    fn auth_policy_and_validation_sections_are_validated() {
+        let text = format!(
+            "{GOOD}\n[auth]\npublic_url = \"http://mcp.example.com/\"\n[auth.oauth]\nissuer = \"ftp://x\"\nalgorithms = [\"HS256\", \"none\"]\nleeway = \"10m\"\n\
+             [policy]\nmode = \"maybe\"\npaths = [\"nowhere.cedar\"]\n[validation]\nstrict = \"very\"\nrefusal = \"shrug\"\n"
+        );
+        let p = problems(&text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "auth.public_url",
+            "auth.oauth.issuer",
+            "auth.oauth.algorithms",
+            "auth.oauth.leeway",
+            "policy.mode",
+            "policy.paths[0]",
+            "validation.strict",
+            "validation.refusal",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        assert_eq!(p.iter().filter(|p| p.key == "auth.oauth.algorithms").count(), 2, "{p:?}");
+        let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.policy.mode, PolicyMode::Enforce, "the default policy is enforced");
+        assert!(c.policy.include_default && c.validation.enabled && c.auth.is_none());
+    }
 }

@@ -46,8 +46,13 @@ fn official_conformance_suite_passes_through_the_gateway_in_both_eras() {
             .expect("start conformance fixture"),
     );
     wait_for_port(port, Duration::from_secs(30));
+    // Argument refusals in the shape SEP-1303 (2025-11-25) asks of servers: a tool result with
+    // isError, which the suite expects where it calls a tool with arguments its schema rejects.
     let gw = Gateway::start(&format!(
         r#"
+[validation]
+refusal = "tool_result"
+
 [[upstream]]
 name = "fixture"
 transport = "http"
@@ -67,8 +72,7 @@ names = "passthrough"
     assert!(passed >= 80, "{passed} checks passed:\n{text}");
 
     // Fewer checks pass here than with validation off: the unscored tasks scenarios call tools the
-    // fixture does not list (refused as unknown), and one pending header check calls a tool with
-    // arguments its schema rejects (refused by validation). README lists them.
+    // fixture does not list, which the gateway refuses as unknown (README lists them).
     let (passed, _failed, text) = run_suite(&url, "2026-07-28");
     assert!(passed >= 160, "{passed} checks passed:\n{text}");
     // Only the tasks extension (not scored, not implemented by the fixture) may fail.
