@@ -295,6 +295,27 @@ pub struct RawUpstream {
     /// stdio: environment variables whose values are secret references.
     #[serde(default)]
     pub secret_env: HashMap<String, Spanned<String>>,
+    /// http: each user's own credential for this upstream, by OAuth token exchange (RFC 8693) of the
+    /// host's access token; replaces `bearer` on requests made for a user.
+    pub token_exchange: Option<RawTokenExchange>,
+}
+
+/// `[upstream.token_exchange]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenExchange {
+    /// The authorization server's token endpoint.
+    pub token_endpoint: Spanned<String>,
+    /// The gateway's client id at that server.
+    pub client_id: String,
+    /// Its client secret, by reference (`env:`, `file:`, `cmd:`); none for a public client.
+    pub client_secret: Option<Spanned<String>>,
+    /// The `audience` to ask for (the upstream's identifier at the authorization server).
+    pub audience: Option<String>,
+    /// The `resource` to ask for (RFC 8707).
+    pub resource: Option<String>,
+    /// The `scope` to ask for.
+    pub scope: Option<String>,
 }
 
 /// `[[route]]`
@@ -477,6 +498,19 @@ pub struct UpstreamCredentials {
     pub headers: Vec<(String, HeaderSource)>,
     /// stdio: environment variables from secrets.
     pub env: Vec<(String, SecretRef)>,
+    /// http: per-user credentials by token exchange.
+    pub token_exchange: Option<TokenExchangeSettings>,
+}
+
+/// `[upstream.token_exchange]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenExchangeSettings {
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretRef>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
 }
 
 /// Gateway-wide settings.
@@ -936,6 +970,34 @@ impl Validator<'_> {
                 self.problem(value, field, "not a valid header value");
             } else {
                 out.headers.push((lower, HeaderSource::Plain(value.get_ref().clone())));
+            }
+        }
+        if let Some(x) = &u.token_exchange {
+            let field = format!("{key}.token_exchange");
+            let endpoint_ok = x.token_endpoint.get_ref().parse::<http::Uri>().is_ok_and(|e| {
+                e.host().is_some()
+                    && (e.scheme_str() == Some("https")
+                        || (e.scheme_str() == Some("http") && is_loopback_host(e.host())))
+            });
+            if !matches!(transport, UpstreamTransport::Http { .. }) {
+                self.problem(&x.token_endpoint, field, "token exchange is for http upstreams");
+            } else if !endpoint_ok {
+                self.problem(
+                    &x.token_endpoint,
+                    format!("{field}.token_endpoint"),
+                    "expected an https:// URL (http:// only for loopback)",
+                );
+            } else {
+                let client_secret =
+                    x.client_secret.as_ref().and_then(|c| secret(self, c, format!("{field}.client_secret")));
+                out.token_exchange = Some(TokenExchangeSettings {
+                    token_endpoint: x.token_endpoint.get_ref().clone(),
+                    client_id: x.client_id.clone(),
+                    client_secret,
+                    audience: x.audience.clone(),
+                    resource: x.resource.clone(),
+                    scope: x.scope.clone(),
+                });
             }
         }
         let mut env: Vec<_> = u.secret_env.iter().collect();

@@ -118,6 +118,7 @@ impl GatewayError {
                     "route" | "validate" => ErrorCode::INVALID_PARAMS,
                     "registry" => ErrorCode::NOT_APPROVED,
                     "approval" => ErrorCode::APPROVAL_REQUIRED,
+                    "identity" => ErrorCode::UNAUTHENTICATED,
                     _ => ErrorCode::DENIED,
                 };
                 let error = RpcError::new(code, d.message.clone()).with("stage", d.stage);

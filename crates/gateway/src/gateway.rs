@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 
 use crate::config::PolicyMode;
 use crate::config::{Config, HeaderSource, UpstreamCredentials, UpstreamTransport};
+use crate::error::Denied;
 use crate::error::GatewayError;
+use crate::exchange::TokenExchange;
 use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
 use crate::pipeline::{CallContext, Controls, Governed, Pipeline, Stop};
 use crate::policy::PolicyControl;
@@ -45,6 +47,9 @@ pub struct Host {
     pub capabilities: Option<Box<RawValue>>,
     /// Who the host authenticated as.
     pub principal: Arc<Principal>,
+    /// The host's access token, kept only to exchange it for a user's upstream credential
+    /// (RFC 8693); never forwarded, logged or recorded.
+    pub credential: Option<Arc<Secret>>,
 }
 
 impl Host {
@@ -209,6 +214,7 @@ impl Gateway {
                 return Ok(());
             }
         };
+        upstream.set_exchange(credentials.exchange);
         let max_message_bytes = self.config.gateway.max_message_bytes;
         let link = match &u.transport {
             UpstreamTransport::Stdio { command, args, env, inherit_env, cwd } => {
@@ -655,6 +661,35 @@ impl Gateway {
         })
     }
 
+    /// The user's own credential for an upstream configured with token exchange (`None` for
+    /// the others, which get the gateway's). A host without an access token to exchange (API
+    /// key, stdio, anonymous) cannot use such an upstream.
+    async fn user_authorization(
+        &self,
+        host: &Host,
+        upstream: &Upstream,
+    ) -> Result<Option<http::HeaderValue>, GatewayError> {
+        let Some(exchange) = upstream.exchange() else { return Ok(None) };
+        let Some(subject) = &host.credential else {
+            return Err(GatewayError::Denied(Denied::new(
+                "identity",
+                "delegation_unavailable",
+                format!(
+                    "server '{}' acts with each user's own credential; authenticate with an OAuth access token",
+                    upstream.settings.name
+                ),
+            )));
+        };
+        exchange.authorization(&host.principal.id, subject).await.map(Some).map_err(|why| {
+            tracing::warn!(server = %upstream.settings.name, principal = %host.principal, why, "token exchange failed");
+            GatewayError::Denied(Denied::new(
+                "identity",
+                "delegation_failed",
+                format!("no credential for server '{}' could be obtained for this user", upstream.settings.name),
+            ))
+        })
+    }
+
     /// The pipeline's context for one governed request.
     fn call<'a>(
         &self,
@@ -855,7 +890,11 @@ impl Gateway {
                 if !info.has_capability(kind.capability()) {
                     return Ok(None);
                 }
-                if let Some(page) = upstream.lists.get(kind, cursor.as_deref(), std::time::Instant::now()) {
+                // What a user's own credential lists is that user's: never from or into the shared cache.
+                let authorization = self.user_authorization(host, upstream).await?;
+                if authorization.is_none()
+                    && let Some(page) = upstream.lists.get(kind, cursor.as_deref(), std::time::Instant::now())
+                {
                     return Ok(Some(page));
                 }
                 let generation = upstream.lists.generation();
@@ -865,6 +904,7 @@ impl Gateway {
                     host_capabilities: host.capabilities.as_deref(),
                     param_headers: &[],
                     log_level: None,
+                    authorization: authorization.as_ref(),
                 };
                 let params = params.to_raw();
                 let response = upstream
@@ -874,7 +914,9 @@ impl Gateway {
                     .map_err(|e| upstream_error(upstream, e))?;
                 match response.kind {
                     MessageKind::Response { outcome: Outcome::Result(r), .. } => {
-                        upstream.lists.store(generation, kind, cursor.as_deref(), &r, std::time::Instant::now());
+                        if authorization.is_none() {
+                            upstream.lists.store(generation, kind, cursor.as_deref(), &r, std::time::Instant::now());
+                        }
                         Ok(Some(r))
                     }
                     MessageKind::Response { outcome: Outcome::Error(e), .. } => Err(GatewayError::Upstream {
@@ -1026,13 +1068,15 @@ impl Gateway {
     ) -> Result<Reply, GatewayError> {
         let Forward { method, params, name, param_headers } = request;
         let upstream = &target.upstream;
+        let authorization = self.user_authorization(host, upstream).await?;
         let host_token = progress_token(params);
         let binding =
             Binding { route: host.route.path().to_owned(), method: method.to_owned(), name: name.map(str::to_owned) };
         let mut params: Option<Box<RawValue>> = params.map(ToOwned::to_owned);
         for _round in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::channel::<Message>(64);
-            let call = start_call(host, upstream, method, params.clone(), name, param_headers, tx);
+            let call =
+                start_call(host, upstream, method, params.clone(), name, param_headers, authorization.clone(), tx);
             let scope = Scope { host, upstream, host_token: host_token.as_deref(), related, binding: &binding };
             let response = match self.drive(&scope, call, rx).await? {
                 Driven::Response(r) => r,
@@ -1337,6 +1381,7 @@ fn start_call(
     params: Option<Box<RawValue>>,
     name: Option<&str>,
     param_headers: &[(String, String)],
+    authorization: Option<http::HeaderValue>,
     related: mpsc::Sender<Message>,
 ) -> CallFuture {
     let client = upstream.client.current();
@@ -1353,6 +1398,7 @@ fn start_call(
             host_capabilities: host_capabilities.as_deref(),
             param_headers: &param_headers,
             log_level: log_level.as_deref(),
+            authorization: authorization.as_ref(),
         };
         let client = client.ok_or_else(|| UpstreamError::Unavailable("not connected".to_owned()))?;
         client.request(&method, params.as_deref(), opts, Some(related)).await
@@ -1442,6 +1488,7 @@ fn learn_tool(upstream: &Upstream, name: &str, tool: &RawObject) -> Option<Arc<T
 struct Credentials {
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     env: Vec<(String, String)>,
+    exchange: Option<TokenExchange>,
 }
 
 async fn resolve_credentials(config: &UpstreamCredentials) -> Result<Credentials, String> {
@@ -1465,7 +1512,17 @@ async fn resolve_credentials(config: &UpstreamCredentials) -> Result<Credentials
         let secret: Secret = r.resolve().await.map_err(|e| format!("{var}: {e}"))?;
         env.push((var.clone(), secret.expose().to_owned()));
     }
-    Ok(Credentials { headers, env })
+    let exchange = match &config.token_exchange {
+        Some(x) => {
+            let secret = match &x.client_secret {
+                Some(r) => Some(r.resolve().await.map_err(|e| format!("token_exchange.client_secret: {e}"))?),
+                None => None,
+            };
+            Some(TokenExchange::new(x.clone(), secret)?)
+        }
+        None => None,
+    };
+    Ok(Credentials { headers, env, exchange })
 }
 
 /// Follows the policy files: a valid change is swapped in; an invalid one is reported and the

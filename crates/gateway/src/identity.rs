@@ -21,6 +21,7 @@ use portcullis_store::{ApiKeyRecord, Store};
 
 use crate::config::AuthSettings;
 use crate::registry::now_ms;
+use crate::secret::Secret;
 
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +175,14 @@ impl Authenticator {
             doc["scopes_supported"] = serde_json::json!(self.settings.scopes_supported);
         }
         doc
+    }
+}
+
+/// The host's OAuth access token (not an API key), kept for token exchange only.
+pub fn subject_token(headers: &HeaderMap) -> Option<Secret> {
+    match credential(headers) {
+        Ok(Presented::Bearer(token)) => Some(Secret::new(token)),
+        _ => None,
     }
 }
 

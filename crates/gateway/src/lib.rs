@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod downstream;
 pub mod error;
+pub mod exchange;
 pub mod gateway;
 pub mod identity;
 pub mod operator;

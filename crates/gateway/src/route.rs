@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, broadcast};
 
 use crate::config::{FailurePolicy, Naming, RouteSettings, UpstreamSettings};
+use crate::exchange::TokenExchange;
 
 /// The longest tool or prompt name the spec allows.
 pub const MAX_NAME: usize = 128;
@@ -75,6 +76,8 @@ pub struct Upstream {
     pub subscriptions_changed: Notify,
     /// The upstream's list pages, kept as long as its caching hints allow.
     pub lists: ListCache,
+    /// Per-user credentials by token exchange, when configured (set at connect).
+    exchange: RwLock<Option<Arc<TokenExchange>>>,
 }
 
 impl Upstream {
@@ -87,6 +90,7 @@ impl Upstream {
             resource_subs: Mutex::new(HashMap::new()),
             subscriptions_changed: Notify::new(),
             lists: ListCache::default(),
+            exchange: RwLock::new(None),
         }
     }
 
@@ -136,6 +140,16 @@ impl Upstream {
     /// A tool's header annotations, if it has any.
     pub fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
         self.tool(tool).filter(|t| !t.headers.is_empty()).map(|t| t.headers.clone())
+    }
+
+    /// The token exchanger of an upstream acting with each user's own credential.
+    pub fn exchange(&self) -> Option<Arc<TokenExchange>> {
+        self.exchange.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Sets (or clears) the token exchanger.
+    pub fn set_exchange(&self, exchange: Option<TokenExchange>) {
+        *self.exchange.write().unwrap_or_else(std::sync::PoisonError::into_inner) = exchange.map(Arc::new);
     }
 
     /// Forgets every tool (the upstream reconnected: its metadata must be seen again).

@@ -77,12 +77,14 @@ pub struct RequestOptions<'a> {
     pub param_headers: &'a [(String, String)],
     /// The log level a legacy host set for its session; a modern upstream gets it per request.
     pub log_level: Option<&'a str>,
+    /// A user's own `Authorization` for this request (HTTP upstreams), replacing the gateway's.
+    pub authorization: Option<&'a http::HeaderValue>,
 }
 
 impl RequestOptions<'_> {
     /// A request of the gateway's own (no host behind it): no name, headers or host context.
     pub fn own(timeout: Duration) -> Self {
-        Self { timeout, name: None, host_capabilities: None, param_headers: &[], log_level: None }
+        Self { timeout, name: None, host_capabilities: None, param_headers: &[], log_level: None, authorization: None }
     }
 }
 
@@ -173,8 +175,14 @@ impl UpstreamClient {
         let mut params = RawObject::default();
         params.insert_object("_meta", &m);
         let params = params.to_raw();
-        let opts =
-            CallOptions { method: "server/discover", timeout, version: Some(version), name: None, param_headers: &[] };
+        let opts = CallOptions {
+            method: "server/discover",
+            timeout,
+            version: Some(version),
+            name: None,
+            param_headers: &[],
+            authorization: None,
+        };
         let response = self.link.call(opts, &|_| Some(params.clone()), None).await?;
         Ok(read_discover(&response))
     }
@@ -193,6 +201,7 @@ impl UpstreamClient {
             version: Some(ProtocolVersion::LATEST_LEGACY),
             name: None,
             param_headers: &[],
+            authorization: None,
         };
         let response = self.link.call(opts, &|_| Some(params.clone()), None).await?;
         let result = match &response.kind {
@@ -246,6 +255,7 @@ impl UpstreamClient {
                 version: Some(info.version),
                 name: opts.name,
                 param_headers: opts.param_headers,
+                authorization: opts.authorization,
             };
             let build = |id: u64| shaped.build(id, &info, &self.client, &self.client_info_json, &opts);
             match self.link.call(call, &build, related.clone()).await {

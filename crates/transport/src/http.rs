@@ -128,6 +128,9 @@ impl HttpLink {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = request_bytes(&RequestId::number(id), opts.method, params(id).as_deref());
         let mut req = self.request(opts.version.filter(|_| opts.method != "initialize"), body);
+        if let Some(authorization) = opts.authorization {
+            req.headers_mut().insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         if opts.version.is_some_and(|v| v.era() == Era::Modern) {
             let headers = req.headers_mut();
             headers.insert(HeaderName::from_static(header::METHOD), header_value(opts.method)?);

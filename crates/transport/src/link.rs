@@ -37,6 +37,9 @@ pub struct CallOptions<'a> {
     pub name: Option<&'a str>,
     /// `Mcp-Param-*` headers of a modern HTTP `tools/call` (suffix, plain value).
     pub param_headers: &'a [(String, String)],
+    /// An `Authorization` value for this request only (a user's own credential for the upstream),
+    /// replacing the link's configured one. HTTP links only.
+    pub authorization: Option<&'a http::HeaderValue>,
 }
 
 /// A pipe to one upstream.

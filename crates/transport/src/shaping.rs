@@ -302,6 +302,7 @@ mod tests {
             host_capabilities: caps,
             param_headers: &[],
             log_level: level,
+            authorization: None,
         }
     }
 

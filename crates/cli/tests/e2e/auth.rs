@@ -335,3 +335,96 @@ headers = {{ "X-Tenant" = "acme" }}
     }
     assert!(!gateway.log().contains("upstream-credential-7f3a"), "the upstream credential is never logged");
 }
+
+#[test]
+fn each_user_reaches_a_delegating_upstream_with_their_own_exchanged_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("headers.jsonl");
+    let secret = dir.path().join("client.secret");
+    std::fs::write(&secret, crate::issuer::EXCHANGE_CLIENT.1).expect("write secret");
+    let upstream_port = free_port();
+    let _upstream = Proc(
+        Command::new(python())
+            .arg(fixture("header_server.py"))
+            .arg(upstream_port.to_string())
+            .arg(&log)
+            .spawn()
+            .expect("start header_server.py"),
+    );
+    wait_for_port(upstream_port, Duration::from_secs(20));
+    let issuer = Issuer::start();
+    let extra = format!(
+        r#"
+[[upstream]]
+name = "recorder"
+transport = "http"
+url = "http://127.0.0.1:{upstream_port}/mcp"
+
+[upstream.token_exchange]
+token_endpoint = "{}/token"
+client_id = "{}"
+client_secret = "file:{}"
+audience = "https://recorder.example"
+scope = "records:read"
+"#,
+        issuer.issuer(),
+        crate::issuer::EXCHANGE_CLIENT.0,
+        secret.display()
+    );
+    let port = free_port();
+    let store = format!("sqlite://{}", dir.path().join("keys.db").display());
+    let config = auth_config(&issuer, port, &store, &extra).replace(
+        "[[route]]\npath = \"/other\"\nupstreams = [\"demo\"]",
+        "[[route]]\npath = \"/other\"\nupstreams = [\"recorder\"]",
+    );
+    let gateway = Gateway::launch_at(&config, port);
+    let url = gateway.url("/other");
+    let aud = format!("http://127.0.0.1:{port}/other");
+    let mut host_tokens = Vec::new();
+    for (user, mode) in [("alice", "legacy"), ("bob", "2026-07-28")] {
+        let token = issuer.user_token(user, &["engineering"], &aud, "mcp");
+        let out = host(
+            &url,
+            mode,
+            json!([{"op": "list_tools"}, {"op": "call_tool", "name": "recorder__echo", "args": {"text": user}}]),
+            &["--bearer", &token],
+        );
+        assert_eq!(out["results"][1]["content"][0]["text"], user, "{mode}: {out}");
+        host_tokens.push(token);
+    }
+    let seen = std::fs::read_to_string(&log).expect("the upstream recorded requests");
+    let mut subjects = std::collections::BTreeSet::new();
+    for line in seen.lines() {
+        let r: Value = serde_json::from_str(line).expect("json line");
+        for t in &host_tokens {
+            assert!(!line.contains(t.as_str()), "a host's token reached the upstream: {line}");
+        }
+        let Some(auth) = r["headers"]["authorization"].as_str() else { continue };
+        if !r["body"].as_str().unwrap_or_default().contains("tools/call") {
+            continue;
+        }
+        let payload = auth.strip_prefix("Bearer ").and_then(|t| t.split('.').nth(1)).expect("a JWT");
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).expect("base64"),
+        )
+        .expect("claims");
+        assert_eq!(claims["aud"], "https://recorder.example", "{claims}");
+        assert_eq!(claims["act"]["sub"], "portcullis", "{claims}");
+        subjects.insert(claims["sub"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(subjects.into_iter().collect::<Vec<_>>(), ["alice", "bob"], "each call carried its own user's token");
+
+    // A workload with an API key has no user token to exchange: refused, with a clear reason.
+    let key = Command::new(portcullis())
+        .args(["apikey", "--store", &store, "create", "--principal", "ci", "--scope", "mcp"])
+        .output()
+        .expect("apikey");
+    let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+    let refused = host(
+        &url,
+        "2026-07-28",
+        json!([{"op": "call_tool", "name": "recorder__echo", "args": {"text": "x"}}]),
+        &["--bearer", &key],
+    );
+    assert_eq!(refused["results"][0]["error"]["data"]["reason"], "delegation_unavailable", "{refused}");
+}

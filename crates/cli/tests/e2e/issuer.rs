@@ -233,6 +233,39 @@ impl Issuer {
 
 type Shared = State<Arc<Mutex<IssuerState>>>;
 
+/// RFC 8693: a token for the requested audience, acting for the subject token's user.
+fn exchange(state: &IssuerState, headers: &axum::http::HeaderMap, form: &HashMap<String, String>) -> Response {
+    let refuse = |status: StatusCode, error: &str| (status, axum::Json(json!({"error": error}))).into_response();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", EXCHANGE_CLIENT.0, EXCHANGE_CLIENT.1))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let subject =
+        form.get("subject_token").and_then(|t| t.split('.').nth(1)).and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
+    let Some(subject) = subject.and_then(|p| serde_json::from_slice::<Value>(&p).ok()) else {
+        return refuse(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    if subject["iss"] != json!(state.issuer)
+        || form.get("subject_token_type").map(String::as_str) != Some("urn:ietf:params:oauth:token-type:access_token")
+    {
+        return refuse(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let now = now();
+    let claims = json!({
+        "iss": state.issuer, "sub": subject["sub"], "aud": form.get("audience"), "scope": form.get("scope"),
+        "act": {"sub": EXCHANGE_CLIENT.0}, "iat": now, "exp": now + 600,
+    });
+    let access = state.keys.last().expect("a key").sign(&claims);
+    axum::Json(json!({
+        "access_token": access, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer", "expires_in": 600,
+    }))
+    .into_response()
+}
+
 fn lock(state: &Arc<Mutex<IssuerState>>) -> MutexGuard<'_, IssuerState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -309,9 +342,19 @@ async fn authorize(State(state): Shared, Query(q): Query<HashMap<String, String>
     (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
 }
 
-async fn token(State(state): Shared, Form(form): Form<HashMap<String, String>>) -> Response {
+/// The client the gateway authenticates as for token exchange (HTTP Basic).
+pub const EXCHANGE_CLIENT: (&str, &str) = ("portcullis", "exchange-secret");
+
+async fn token(
+    State(state): Shared,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let mut state = lock(&state);
     let refuse = |error: &str| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error}))).into_response();
+    if form.get("grant_type").map(String::as_str) == Some("urn:ietf:params:oauth:grant-type:token-exchange") {
+        return exchange(&state, &headers, &form);
+    }
     if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
         return refuse("unsupported_grant_type");
     }

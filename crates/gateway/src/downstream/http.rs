@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ListenSettings;
 use crate::downstream::listen::{Filter, feed_session, run_subscription};
 use crate::gateway::{Gateway, Host};
-use crate::identity::{AuthFailure, Authenticator, METADATA_PATH};
+use crate::identity::{AuthFailure, Authenticator, METADATA_PATH, subject_token};
 use crate::route::Route;
+use crate::secret::Secret;
 use crate::session::{LISTEN_STREAM, Session, Sessions, StreamLog};
 use portcullis_identity::Principal;
 
@@ -85,11 +86,16 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
             Err(failure) => return refuse_credentials(auth, route.path(), &failure),
         },
     };
+    let credential = match principal.method {
+        portcullis_identity::AuthMethod::Jwt { .. } => subject_token(req.headers()).map(Arc::new),
+        _ => None,
+    };
     let (parts, body) = req.into_parts();
+    let caller = Caller { principal, credential };
     match parts.method {
-        Method::POST => post(&st, route, &parts.headers, body, principal).await,
-        Method::GET => get(&st, &route, &parts.headers, &principal),
-        Method::DELETE => delete(&st, &route, &parts.headers, &principal),
+        Method::POST => post(&st, route, &parts.headers, body, caller).await,
+        Method::GET => get(&st, &route, &parts.headers, &caller.principal),
+        Method::DELETE => delete(&st, &route, &parts.headers, &caller.principal),
         _ => {
             let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST (or GET/DELETE with a legacy session)");
             resp.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
@@ -146,6 +152,12 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
+/// Who sent a request: the principal, and its access token when it is kept for token exchange.
+struct Caller {
+    principal: Arc<Principal>,
+    credential: Option<Arc<Secret>>,
+}
+
 /// A route's protected-resource metadata (RFC 9728); the bare well-known path answers for a
 /// gateway with one route.
 fn resource_metadata(st: &HttpState, route_path: &str, method: &Method) -> Response {
@@ -194,13 +206,8 @@ fn owned_session(st: &HttpState, id: &str, route: &Arc<Route>, principal: &Princ
     })
 }
 
-async fn post(
-    st: &HttpState,
-    route: Arc<Route>,
-    headers: &HeaderMap,
-    body: Body,
-    principal: Arc<Principal>,
-) -> Response {
+async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body, caller: Caller) -> Response {
+    let Caller { principal, credential } = caller;
     let limit = st.gateway.config.gateway.max_body_bytes;
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -230,14 +237,14 @@ async fn post(
     };
     let message = match parse_body(&bytes) {
         Err(e) => return rpc_status(StatusCode::BAD_REQUEST, e.id(), &e.to_rpc_error()),
-        Ok(WireBody::Batch(items)) => return batch(st, session, items).await,
+        Ok(WireBody::Batch(items)) => return batch(st, session, items, credential).await,
         Ok(WireBody::Single(m)) => m,
     };
     if let Some(session) = session {
         if let Some(resp) = check_legacy_version(headers, &session) {
             return resp;
         }
-        return legacy(st, session, message).await;
+        return legacy(st, session, message, credential).await;
     }
     let version_header = header_str(headers, header::PROTOCOL_VERSION);
     let modern_header = version_header.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Modern);
@@ -253,7 +260,7 @@ async fn post(
     let modern_marker = matches!(parsed_header, Some(Some(v)) if v.era() == Era::Modern) || body_version.is_some();
     match parsed_header {
         Some(None) if !modern_marker => unsupported_version(message.id(), version_header.unwrap_or_default()),
-        _ if modern_marker => modern(st, route, headers, message, body_version, principal).await,
+        _ if modern_marker => modern(st, route, headers, message, body_version, Caller { principal, credential }).await,
         _ => rpc_status(
             StatusCode::BAD_REQUEST,
             message.id(),
@@ -328,6 +335,7 @@ async fn batch(
     st: &HttpState,
     session: Option<Arc<Session>>,
     items: Vec<Result<Message, portcullis_wire::ParseError>>,
+    credential: Option<Arc<Secret>>,
 ) -> Response {
     let Some(session) = session.filter(|s| s.version.allows_batches()) else {
         return rpc_status(
@@ -340,7 +348,7 @@ async fn batch(
             .with_reason("batch_not_allowed"),
         );
     };
-    let host = legacy_host(&session);
+    let host = legacy_host(&session, credential);
     let (tx, _rx) = mpsc::channel(64);
     let mut responses: Vec<Vec<u8>> = Vec::new();
     for item in items {
@@ -368,13 +376,14 @@ async fn batch(
     json(StatusCode::OK, body)
 }
 
-fn legacy_host(session: &Arc<Session>) -> Host {
+fn legacy_host(session: &Arc<Session>, credential: Option<Arc<Secret>>) -> Host {
     Host {
         route: Arc::clone(&session.route),
         version: session.version,
         session: Some(Arc::clone(session)),
         capabilities: None,
         principal: Arc::clone(&session.principal),
+        credential,
     }
 }
 
@@ -383,8 +392,8 @@ enum Out {
     Final(Vec<u8>),
 }
 
-async fn legacy(st: &HttpState, session: Arc<Session>, message: Message) -> Response {
-    let host = legacy_host(&session);
+async fn legacy(st: &HttpState, session: Arc<Session>, message: Message, credential: Option<Arc<Secret>>) -> Response {
+    let host = legacy_host(&session, credential);
     let (id, method, params) = match message.kind {
         MessageKind::Response { .. } => {
             session.answer(message);
@@ -511,8 +520,9 @@ async fn modern(
     headers: &HeaderMap,
     message: Message,
     body_version: Option<String>,
-    principal: Arc<Principal>,
+    caller: Caller,
 ) -> Response {
+    let Caller { principal, credential } = caller;
     let (id, method, params) = match message.kind {
         MessageKind::Request { id, method, params } => (id, method, params),
         // 2026-07-28 defines no client notifications over HTTP; accept and ignore them.
@@ -606,7 +616,14 @@ async fn modern(
                 .with_reason("method_not_found"),
         );
     }
-    let host = Host { route: Arc::clone(&route), version, session: None, capabilities: Some(capabilities), principal };
+    let host = Host {
+        route: Arc::clone(&route),
+        version,
+        session: None,
+        capabilities: Some(capabilities),
+        principal,
+        credential,
+    };
     if method == "subscriptions/listen" {
         let Some(filter) = Filter::parse(params.as_deref()) else {
             return invalid_meta(&id, "params.notifications must be an object");

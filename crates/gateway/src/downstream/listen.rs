@@ -44,6 +44,7 @@ pub async fn feed_session(gateway: Arc<Gateway>, session: Arc<Session>) {
         session: Some(Arc::clone(&session)),
         capabilities: None,
         principal: Arc::clone(&session.principal),
+        credential: None,
     };
     for uri in session.take_subscriptions() {
         gateway.unsubscribe_resource(&host, &uri).await;

@@ -119,6 +119,7 @@ impl Connection {
             route: Arc::clone(&s.route),
             version: s.version,
             principal: Arc::clone(&s.principal),
+            credential: None,
             session: Some(s),
             capabilities: None,
         })
@@ -152,6 +153,7 @@ impl Connection {
                 session: None,
                 capabilities: Some(caps),
                 principal: Arc::clone(&self.principal),
+                credential: None,
             }
         } else if let Some(host) = self.legacy_host() {
             host
