@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    DEMO_UPSTREAM, Gateway, Proc, fixture, free_port, host, modern, names, portcullis, post, python, raw, wait_for_port,
+    DEMO_UPSTREAM, Gateway, free_port, host, modern, names, portcullis, post, raw, recording_upstream,
 };
 use crate::issuer::{Issuer, now};
 
@@ -284,16 +284,7 @@ fn never_forwards_the_hosts_token_upstream() {
     let log = dir.path().join("headers.jsonl");
     let secret = dir.path().join("upstream.token");
     std::fs::write(&secret, "upstream-credential-7f3a\n").expect("write secret");
-    let upstream_port = free_port();
-    let _upstream = Proc(
-        Command::new(python())
-            .arg(fixture("header_server.py"))
-            .arg(upstream_port.to_string())
-            .arg(&log)
-            .spawn()
-            .expect("start header_server.py"),
-    );
-    wait_for_port(upstream_port, Duration::from_secs(20));
+    let (_upstream, upstream_port) = recording_upstream(&log);
     let extra = format!(
         r#"
 [[upstream]]
@@ -342,16 +333,7 @@ fn each_user_reaches_a_delegating_upstream_with_their_own_exchanged_token() {
     let log = dir.path().join("headers.jsonl");
     let secret = dir.path().join("client.secret");
     std::fs::write(&secret, crate::issuer::EXCHANGE_CLIENT.1).expect("write secret");
-    let upstream_port = free_port();
-    let _upstream = Proc(
-        Command::new(python())
-            .arg(fixture("header_server.py"))
-            .arg(upstream_port.to_string())
-            .arg(&log)
-            .spawn()
-            .expect("start header_server.py"),
-    );
-    wait_for_port(upstream_port, Duration::from_secs(20));
+    let (_upstream, upstream_port) = recording_upstream(&log);
     let issuer = Issuer::start();
     let extra = format!(
         r#"

@@ -116,6 +116,21 @@ pub fn everything_http() -> (Proc, String) {
     (proc, format!("http://127.0.0.1:{port}/mcp"))
 }
 
+/// The Python SDK server that records every request it receives (`header_server.py`) on a free
+/// port, writing to `log`; returns the process and its port.
+pub fn recording_upstream(log: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(python())
+        .arg(fixture("header_server.py"))
+        .arg(port.to_string())
+        .arg(log)
+        .spawn()
+        .expect("start header_server.py");
+    let proc = Proc(child);
+    wait_for_port(port, Duration::from_secs(20));
+    (proc, port)
+}
+
 /// A running gateway.
 pub struct Gateway {
     _proc: Proc,

@@ -3,12 +3,9 @@
 //! refused with `-32602` naming the offending path, and the upstream (a real
 //! Python SDK server that records every request) never sees any of it.
 
-use std::process::Command;
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::harness::{DEMO_UPSTREAM, Gateway, Proc, fixture, free_port, modern, post, python, wait_for_port};
+use crate::harness::{DEMO_UPSTREAM, Gateway, modern, post, recording_upstream};
 
 async fn call(url: &str, name: &str, arguments: Value) -> crate::harness::Raw {
     let body = modern(7, "tools/call", json!({"name": name, "arguments": arguments}));
@@ -73,16 +70,7 @@ async fn refuses_arguments_that_fail_the_pinned_schema_naming_the_path() {
 async fn strict_mode_refuses_fields_an_open_schema_does_not_declare_and_nothing_reaches_the_upstream() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("requests.jsonl");
-    let port = free_port();
-    let _upstream = Proc(
-        Command::new(python())
-            .arg(fixture("header_server.py"))
-            .arg(port.to_string())
-            .arg(&log)
-            .spawn()
-            .expect("start header_server.py"),
-    );
-    wait_for_port(port, Duration::from_secs(20));
+    let (_upstream, port) = recording_upstream(&log);
     let config = |strict: &str| {
         format!(
             "[validation]\nstrict = \"{strict}\"\n\n[[upstream]]\nname = \"py\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n\n[[route]]\npath = \"/mcp\"\nupstreams = [\"py\"]\n"
