@@ -621,8 +621,10 @@ impl Gateway {
                 Ok(Reply::Result(empty_object()))
             }
             _ if host.route.members.len() == 1 => {
-                // A single-upstream route passes methods it does not know through unchanged.
+                // A single-upstream route passes methods it does not know through unchanged, to an
+                // approved server only.
                 let target = Target { upstream: Arc::clone(&host.route.members[0]), name: String::new() };
+                self.admitted(&target.upstream)?;
                 self.forward(host, &target, Forward { method, params, name: None, param_headers: &[] }, related).await
             }
             _ => Err(GatewayError::MethodNotFound(method.to_owned())),
