@@ -293,6 +293,14 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(upstream)
             .and_then(|items| items.get(&(kind, name.to_owned())).cloned());
+        // The approved registry document's own pin approves exactly this metadata, even before the
+        // approval it causes is back in the snapshot.
+        if entry.status == EntryStatus::Approved
+            && let Some(hash) = &seen
+            && entry.governance.pins.get(&pinning::pin_key(kind, name)) == Some(hash)
+        {
+            return Ok(());
+        }
         let refusal = match pin {
             Some(p) if p.state == PinState::Approved && p.approved_hash.is_some() => match seen {
                 Some(hash) if p.approved_hash.as_deref() == Some(hash.as_str()) => return Ok(()),
@@ -384,8 +392,11 @@ impl Registry {
         let key = (entry.name.clone(), observed.kind, observed.name.clone(), observed.hash.clone());
         let first = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
         let already_known = pin.is_some_and(|p| p.observed_hash.as_deref() == Some(observed.hash.as_str()));
+        // A pin the (approved) registry document carries approves exactly this metadata, whoever
+        // writes the observation: a list racing the start-up observation must not hide it.
+        let documented_now = entry.governance.pins.get(&observed.pin_key()).is_some_and(|h| *h == observed.hash);
         if !first || already_known {
-            return false;
+            return documented_now && entry.status == EntryStatus::Approved;
         }
         let kind = pin_kind(observed.kind);
         let outcome =
