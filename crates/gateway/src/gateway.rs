@@ -1077,8 +1077,18 @@ impl Gateway {
         let mut params: Option<Box<RawValue>> = params.map(ToOwned::to_owned);
         for _round in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::channel::<Message>(64);
-            let call =
-                start_call(host, upstream, method, params.clone(), name, param_headers, authorization.clone(), tx);
+            let call = start_call(
+                host,
+                upstream,
+                UpstreamCall {
+                    method,
+                    params: params.clone(),
+                    name,
+                    param_headers,
+                    authorization: authorization.clone(),
+                },
+                tx,
+            );
             let scope = Scope { host, upstream, host_token: host_token.as_deref(), related, binding: &binding };
             let response = match self.drive(&scope, call, rx).await? {
                 Driven::Response(r) => r,
@@ -1375,17 +1385,24 @@ enum Driven {
     Parked(Reply),
 }
 
+/// One request as it goes to the upstream: what `start_call` sends.
+struct UpstreamCall<'a> {
+    method: &'a str,
+    params: Option<Box<RawValue>>,
+    name: Option<&'a str>,
+    param_headers: &'a [(String, String)],
+    /// A user's own credential for the upstream (token exchange), if it takes one.
+    authorization: Option<http::HeaderValue>,
+}
+
 /// Starts an upstream call as an owned future (it may be parked beyond this request).
 fn start_call(
     host: &Host,
     upstream: &Arc<Upstream>,
-    method: &str,
-    params: Option<Box<RawValue>>,
-    name: Option<&str>,
-    param_headers: &[(String, String)],
-    authorization: Option<http::HeaderValue>,
+    call: UpstreamCall<'_>,
     related: mpsc::Sender<Message>,
 ) -> CallFuture {
+    let UpstreamCall { method, params, name, param_headers, authorization } = call;
     let client = upstream.client.current();
     let timeout = upstream.settings.timeout;
     let method = method.to_owned();
