@@ -2,7 +2,8 @@
 //! a list-phase decision (one item, and a list of 100 distinct items), a call whose principal
 //! and item are new each time (nothing cached can help), and 50-policy custom sets where only 2
 //! policies concern the item (scoped, so bucketing applies) or all 50 must be evaluated
-//! (unscoped).
+//! (unscoped). Repeated requests are served from the engine's caches; `nothing-repeats`,
+//! `new-pair-…` and `reads-session-calls` show the costs behind them.
 
 use std::hint::black_box;
 
@@ -119,6 +120,38 @@ fn decide(c: &mut Criterion) {
         b.iter(|| {
             let (who, name) = &strangers[next % strangers.len()];
             next += 1;
+            let request = Request { principal: who, resource: item("github", name), ..with_arguments };
+            default.decide(black_box(&request))
+        })
+    });
+
+    // A policy that reads the session's call count, which changes on every call: no decision
+    // repeats, though the entities of the (principal, tool) pair do.
+    let counting = Engine::new(vec![
+        PolicySet::default_tiers(),
+        compile(
+            "limits",
+            r#"@id("call-limit") forbid (principal, action, resource) when { context.sessionCalls > 1000000 };"#,
+        ),
+    ]);
+    assert_outcome(&counting, &with_arguments, Outcome::Allow);
+    let mut calls = 0;
+    c.bench_function("call/reads-session-calls/3-arguments", |b| {
+        b.iter(|| {
+            calls += 1;
+            let context = Context { session_calls: calls, ..with_arguments.context };
+            counting.decide(black_box(&Request { context, ..with_arguments }))
+        })
+    });
+
+    // 200 principals × 100 tools, cycled: each (principal, tool) pair is new to the engine's
+    // caches (20,000 pairs), while the principals and the tools are known.
+    let people: Vec<Principal> = (0..200).map(|i| user(&format!("person-{i}"))).collect();
+    let mut turn = 0;
+    c.bench_function("call/default/new-pair-of-known-principal-and-tool", |b| {
+        b.iter(|| {
+            let (who, name) = (&people[turn % people.len()], &names[(turn / people.len()) % names.len()]);
+            turn += 1;
             let request = Request { principal: who, resource: item("github", name), ..with_arguments };
             default.decide(black_box(&request))
         })

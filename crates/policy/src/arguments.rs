@@ -49,11 +49,31 @@ impl Arguments {
         match value {
             None | Some(Value::Null) => Self::empty(),
             Some(Value::Object(_)) => {
-                let mut converter = Converter { budget: MAX_VALUES, truncated: false };
+                let mut converter = Converter { budget: MAX_VALUES, truncated: false, build: Cedar };
                 let record = value.and_then(|v| converter.value(v, 1)).unwrap_or_else(empty_record);
                 Self { record, truncated: converter.truncated }
             }
             Some(_) => Self { record: empty_record(), truncated: true },
+        }
+    }
+
+    /// Arguments no policy reads: the empty record, and whether converting them would truncate them.
+    pub(crate) fn unread(truncated: bool) -> Self {
+        Self { record: empty_record(), truncated }
+    }
+
+    /// Whether [`Arguments::convert`] would leave anything of `value` out, without converting it.
+    pub(crate) fn would_truncate(value: Option<&Value>) -> bool {
+        match value {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(_)) => {
+                let mut converter = Converter { budget: MAX_VALUES, truncated: false, build: Nothing };
+                if let Some(value) = value {
+                    converter.value(value, 1);
+                }
+                converter.truncated
+            }
+            Some(_) => true,
         }
     }
 }
@@ -63,15 +83,69 @@ fn empty_record() -> RestrictedExpression {
     RestrictedExpression::new_record(std::iter::empty()).unwrap_or_else(|_| RestrictedExpression::new_set([]))
 }
 
-struct Converter {
+/// What a [`Converter`] makes of the values it keeps.
+trait Build {
+    type Out;
+    fn bool(&self, b: bool) -> Self::Out;
+    fn string(&self, s: &str) -> Self::Out;
+    fn long(&self, i: i64) -> Self::Out;
+    /// A float within `decimal`'s range, rounded to 4 places.
+    fn decimal(&self, f: f64) -> Self::Out;
+    fn set(&self, members: Vec<Self::Out>) -> Self::Out;
+    fn record(&self, fields: Vec<(&str, Self::Out)>) -> Option<Self::Out>;
+}
+
+/// Builds Cedar values.
+struct Cedar;
+
+impl Build for Cedar {
+    type Out = RestrictedExpression;
+    fn bool(&self, b: bool) -> Self::Out {
+        RestrictedExpression::new_bool(b)
+    }
+    fn string(&self, s: &str) -> Self::Out {
+        RestrictedExpression::new_string(s.to_owned())
+    }
+    fn long(&self, i: i64) -> Self::Out {
+        RestrictedExpression::new_long(i)
+    }
+    fn decimal(&self, f: f64) -> Self::Out {
+        RestrictedExpression::new_decimal(format!("{f:.4}"))
+    }
+    fn set(&self, members: Vec<Self::Out>) -> Self::Out {
+        RestrictedExpression::new_set(members)
+    }
+    fn record(&self, fields: Vec<(&str, Self::Out)>) -> Option<Self::Out> {
+        // A JSON object's keys are unique, so the record cannot have duplicates.
+        RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v))).ok()
+    }
+}
+
+/// Builds nothing (and allocates nothing: a `Vec<()>` never does), only walks.
+struct Nothing;
+
+impl Build for Nothing {
+    type Out = ();
+    fn bool(&self, _: bool) {}
+    fn string(&self, _: &str) {}
+    fn long(&self, _: i64) {}
+    fn decimal(&self, _: f64) {}
+    fn set(&self, _: Vec<()>) {}
+    fn record(&self, _: Vec<(&str, ())>) -> Option<()> {
+        Some(())
+    }
+}
+
+struct Converter<B> {
     /// How many more values may be kept.
     budget: usize,
     truncated: bool,
+    build: B,
 }
 
-impl Converter {
+impl<B: Build> Converter<B> {
     /// The Cedar form of `value` at nesting `depth`, or `None` when it is left out.
-    fn value(&mut self, value: &Value, depth: usize) -> Option<RestrictedExpression> {
+    fn value(&mut self, value: &Value, depth: usize) -> Option<B::Out> {
         if self.budget == 0 || depth > MAX_DEPTH {
             self.truncated = true;
             return None;
@@ -79,12 +153,12 @@ impl Converter {
         self.budget -= 1;
         match value {
             Value::Null => None,
-            Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+            Value::Bool(b) => Some(self.build.bool(*b)),
             Value::String(s) if s.len() > MAX_STRING_BYTES => {
                 self.truncated = true;
                 None
             }
-            Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+            Value::String(s) => Some(self.build.string(s)),
             Value::Number(n) => {
                 let converted = self.number(n);
                 self.truncated |= converted.is_none();
@@ -97,24 +171,23 @@ impl Converter {
                         members.push(member);
                     }
                 }
-                Some(RestrictedExpression::new_set(members))
+                Some(self.build.set(members))
             }
             Value::Object(map) => {
                 let mut fields = Vec::with_capacity(map.len().min(self.budget));
                 for (key, item) in map {
                     if let Some(field) = self.value(item, depth + 1) {
-                        fields.push((key.clone(), field));
+                        fields.push((key.as_str(), field));
                     }
                 }
-                // A JSON object's keys are unique, so the record cannot have duplicates.
-                RestrictedExpression::new_record(fields).ok()
+                self.build.record(fields)
             }
         }
     }
 
-    fn number(&self, n: &serde_json::Number) -> Option<RestrictedExpression> {
+    fn number(&self, n: &serde_json::Number) -> Option<B::Out> {
         if let Some(i) = n.as_i64() {
-            return Some(RestrictedExpression::new_long(i));
+            return Some(self.build.long(i));
         }
         if n.is_u64() {
             // Beyond `i64::MAX`: no Cedar number holds it.
@@ -123,10 +196,10 @@ impl Converter {
         let f = n.as_f64()?;
         if f.fract() == 0.0 && f.abs() < LONG_LIMIT {
             // Exact: the value is integral and within range.
-            return Some(RestrictedExpression::new_long(f as i64));
+            return Some(self.build.long(f as i64));
         }
         if f.is_finite() && f.abs() < DECIMAL_LIMIT {
-            return Some(RestrictedExpression::new_decimal(format!("{f:.4}")));
+            return Some(self.build.decimal(f));
         }
         None
     }
@@ -200,5 +273,30 @@ mod tests {
         assert!(args.truncated);
         assert_eq!(render(&args), "{}");
         assert!(!Arguments::convert(None).truncated);
+    }
+
+    #[test]
+    fn would_truncate_agrees_with_convert() {
+        let mut deep = json!(1);
+        for _ in 0..40 {
+            deep = json!({ "d": deep });
+        }
+        let many: Vec<u32> = (0..2 * MAX_VALUES as u32).collect();
+        let inputs = [
+            json!(null),
+            json!({}),
+            json!([1]),
+            json!("text"),
+            json!({ "a": 1, "b": "x", "c": [true, null], "d": { "e": 2.5 } }),
+            json!({ "big": u64::MAX }),
+            json!({ "huge": 1e300, "ok": 1 }),
+            json!({ "long": "x".repeat(MAX_STRING_BYTES + 1) }),
+            json!({ "many": many }),
+            deep,
+        ];
+        for input in &inputs {
+            assert_eq!(Arguments::would_truncate(Some(input)), Arguments::convert(Some(input)).truncated, "{input}");
+        }
+        assert!(!Arguments::would_truncate(None));
     }
 }

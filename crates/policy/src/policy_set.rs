@@ -1,4 +1,4 @@
-//! A named, compiled, validated set of policies, indexed by scope.
+//! A named, compiled, validated set of policies, each with its role and scope.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -7,7 +7,7 @@ use cedar_policy::{Policy, PolicyId};
 use miette::Diagnostic;
 
 use crate::error::{PolicyError, Problem, ProblemKind, position};
-use crate::index::{APPROVAL_REQUIRED, REASON_ANNOTATION, Role, ScopeIndex};
+use crate::index::{APPROVAL_REQUIRED, REASON_ANNOTATION, Role, Rule};
 use crate::validation;
 
 /// The bundled default policies (risk tiers).
@@ -48,8 +48,8 @@ pub enum Enforcement {
 pub struct PolicySet {
     name: String,
     enforcement: Enforcement,
-    ids: Vec<String>,
-    pub(crate) index: ScopeIndex,
+    /// In source order.
+    pub(crate) rules: Vec<Rule>,
 }
 
 impl PolicySet {
@@ -57,7 +57,7 @@ impl PolicySet {
     /// (syntax, schema, duplicate id) is reported at once, with source name, line and column.
     pub fn compile(name: &str, enforcement: Enforcement, sources: &[PolicySource]) -> Result<Self, PolicyError> {
         let mut problems: Vec<(usize, Problem)> = Vec::new();
-        let mut runtime: Vec<Policy> = Vec::new();
+        let mut runtime: Vec<Rule> = Vec::new();
         let mut probes = cedar_policy::PolicySet::new();
         // Policy id → the index of its source.
         let mut origin: HashMap<String, usize> = HashMap::new();
@@ -112,7 +112,10 @@ impl PolicySet {
                     problems.push(at(None, Some(&id), ProblemKind::DuplicateId, e.to_string()));
                     continue;
                 }
-                runtime.push(policy.new_id(policy_id));
+                match Rule::new(policy.new_id(policy_id)) {
+                    Ok(rule) => runtime.push(rule),
+                    Err(e) => problems.push(at(id_offset(), Some(&id), ProblemKind::Unsupported, e)),
+                }
                 origin.insert(id, s);
             }
         }
@@ -144,12 +147,7 @@ impl PolicySet {
             let problems = problems.into_iter().map(|(_, p)| p).collect();
             return Err(PolicyError::Invalid { set: name.to_owned(), problems });
         }
-        Ok(Self {
-            name: name.to_owned(),
-            enforcement,
-            ids: runtime.iter().map(|p| p.id().to_string()).collect(),
-            index: ScopeIndex::build(&runtime),
-        })
+        Ok(Self { name: name.to_owned(), enforcement, rules: runtime })
     }
 
     /// The bundled default set (`policies/default.cedar`), enforced.
@@ -161,7 +159,7 @@ impl PolicySet {
 
     /// The ids of the set's policies, in source order.
     pub fn policy_ids(&self) -> Vec<String> {
-        self.ids.clone()
+        self.rules.iter().map(|r| r.id.clone()).collect()
     }
 
     /// The set's name.
@@ -205,6 +203,7 @@ fn message(error: &dyn Diagnostic) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::ScopeIndex;
 
     fn compile(sources: &[(&str, &str)]) -> Result<PolicySet, Vec<Problem>> {
         let sources: Vec<PolicySource> = sources.iter().map(|(n, t)| PolicySource::new(*n, *t)).collect();
@@ -346,7 +345,8 @@ mod tests {
             permit (principal, action, resource == Tool::"a/t");
             forbid (principal, action, resource in Prompt::"a/p");
         "#;
-        let set = compile(&[("s.cedar", text)]);
-        assert_eq!(set.map(|s| s.index.scoped_len()).ok(), Some((2, 2)));
+        let set = compile(&[("s.cedar", text)]).unwrap_or_else(|p| panic!("{p:#?}"));
+        let index = ScopeIndex::build([set.rules.as_slice()]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(index.scoped_len(), (2, 2));
     }
 }

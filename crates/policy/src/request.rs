@@ -57,7 +57,7 @@ impl Phase {
 }
 
 /// The tool, prompt or resource the request is about, with what the registry says of its server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Resource<'a> {
     /// The upstream server's gateway name.
     pub server: &'a str,

@@ -139,8 +139,12 @@ fn bucket_index_decides_as_the_whole_set_would() {
                 let resource = Resource { read_only, destructive, ..tool(server, name, Some(RiskTier::Low)) };
                 let request = Request { principal: who, action: Action::CallTool, resource, context: context(None) };
                 let indexed = engine.decide(&request);
-                let prepared = crate::entity::Prepared::new(&request).unwrap_or_else(|e| panic!("{e}"));
-                let whole = authorizer.is_authorized(&prepared.request, &flat, &prepared.entities);
+                let parties = crate::entity::PartiesCache::default();
+                let item = crate::entity::item_uid(&request);
+                let everything = crate::context_use::ContextUse::ALL;
+                let prepared = crate::entity::Prepared::new(&request, &item, everything, &parties)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let whole = authorizer.is_authorized(&prepared.request, &flat, &prepared.parties.entities);
                 let expected = match whole.decision() {
                     cedar_policy::Decision::Allow => Outcome::Allow,
                     cedar_policy::Decision::Deny => Outcome::Deny,
@@ -369,4 +373,214 @@ fn principal_and_context_attributes_reach_policies() {
     let decision = decide(&engine, &alice, resource, base);
     assert_eq!(decision.outcome, Outcome::Deny);
     assert!(decision.errors.is_empty(), "{decision:?}");
+}
+
+/// Policies reading every part of the request, scoped and not, for the equivalence test below.
+const MIXED: &str = r#"
+    @id("tier-low") permit (principal, action, resource) when { resource.riskLevel == 0 };
+    @id("staff-internal") permit (principal in Group::"staff", action, resource in Server::"s")
+    when { principal has tenant && principal.tenant == "acme" && context.route == "internal" };
+    @id("office-hours") forbid (principal, action, resource in Server::"s")
+    when { context.time.hourUtc < 8 && context.phase == "use" };
+    @id("call-limit") forbid (principal, action, resource in Server::"u") when { context.sessionCalls > 10 };
+    @id("big-amounts") @reason("approval_required") forbid (principal, action, resource == Tool::"s/pay")
+    when { context.arguments has amount && context.arguments.amount > 100 && context.approval != "granted" };
+    @id("pay") permit (principal is User, action, resource == Tool::"s/pay");
+    @id("unguarded") permit (principal, action, resource == Tool::"s/raw") when { context.arguments.n > 1 };
+    @id("cut") forbid (principal, action, resource == Tool::"s/raw") when { context.argumentsTruncated };
+    @id("whole") forbid (principal, action, resource == Tool::"t/x") when { { c: context }.c.route == "internal" };
+    @id("listing") permit (principal, action, resource == Tool::"t/x") when { context["phase"] == "list" };
+"#;
+
+/// What evaluating every policy of `text` together decides, with the full context, the way the
+/// engine did before it had buckets or caches: one Cedar set per role.
+fn decide_whole(text: &str, request: &Request<'_>) -> (Outcome, Vec<String>, Vec<String>, bool) {
+    use crate::index::Role;
+    let flat = cedar_policy::PolicySet::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let mut by_role: [Vec<cedar_policy::Policy>; 3] = Default::default();
+    for policy in flat.policies() {
+        let slot = match Role::of(policy) {
+            Role::Permit => 0,
+            Role::Approval => 1,
+            Role::Forbid => 2,
+        };
+        by_role[slot].push(policy.clone());
+    }
+    let item = crate::entity::item_uid(request);
+    let everything = crate::context_use::ContextUse::ALL;
+    let prepared = crate::entity::Prepared::new(request, &item, everything, &crate::entity::PartiesCache::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let authorizer = cedar_policy::Authorizer::new();
+    let name = |id: &cedar_policy::PolicyId| flat.annotation(id, "id").unwrap_or_default().to_owned();
+    let mut satisfied: [Vec<String>; 3] = Default::default();
+    let mut errors = Vec::new();
+    for (slot, policies) in by_role.into_iter().enumerate() {
+        let set = cedar_policy::PolicySet::from_policies(policies).unwrap_or_else(|e| panic!("{e}"));
+        let response = authorizer.is_authorized(&prepared.request, &set, &prepared.parties.entities);
+        satisfied[slot].extend(response.diagnostics().reason().map(name));
+        for error in response.diagnostics().errors() {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = error;
+            errors.push(format!("{}: {}", name(e.policy_id()), e.inner()));
+        }
+    }
+    errors.sort();
+    let [permits, approvals, forbids] = satisfied;
+    let (outcome, mut policies) = if !forbids.is_empty() {
+        (Outcome::Deny, [forbids, approvals].concat())
+    } else if permits.is_empty() {
+        (Outcome::Deny, Vec::new())
+    } else if !approvals.is_empty() {
+        (Outcome::ApprovalRequired, approvals)
+    } else {
+        (Outcome::Allow, permits)
+    };
+    policies.sort();
+    (outcome, policies, errors, prepared.arguments_truncated)
+}
+
+#[test]
+fn decisions_match_evaluating_the_whole_set_with_the_whole_context_cached_or_not() {
+    let engine = Engine::new(vec![set("mixed", Enforcement::Enforce, MIXED)]);
+    let mut alice = user("alice", &["staff"]);
+    alice.tenant = Some("acme".to_owned());
+    let people = [Principal::anonymous(), alice, principal(portcullis_identity::PrincipalKind::Workload)];
+    let items = [("s", "pay"), ("s", "raw"), ("s", "other"), ("t", "x"), ("u", "y")];
+    let arguments = [
+        None,
+        Some(json!({})),
+        Some(json!({ "amount": 500 })),
+        Some(json!({ "amount": 5, "n": 2 })),
+        Some(json!({ "n": "text" })),
+        Some(json!({ "n": 5, "far": 1e300 })),
+    ];
+    let night = 1_767_582_000; // 2026-01-05T03:00:00Z
+    let day = 1_767_605_400; // 2026-01-05T09:30:00Z
+    let mut checked = 0;
+    for who in &people {
+        for (server, name) in items {
+            for tier in [Some(RiskTier::Low), Some(RiskTier::High)] {
+                for arguments in &arguments {
+                    for (phase, route, now_unix, approval, session_calls) in [
+                        (Phase::Use, "default", day, ApprovalState::None, 0),
+                        (Phase::Use, "internal", night, ApprovalState::Granted, 11),
+                        (Phase::List, "internal", day, ApprovalState::None, 3),
+                        (Phase::List, "default", night, ApprovalState::None, 30),
+                        // Each differs from one above in one attribute only.
+                        (Phase::Use, "default", night, ApprovalState::None, 0),
+                        (Phase::Use, "internal", day, ApprovalState::None, 0),
+                        (Phase::List, "internal", day, ApprovalState::Granted, 3),
+                        (Phase::List, "internal", day, ApprovalState::None, 30),
+                        (Phase::Use, "internal", night, ApprovalState::Granted, 11),
+                    ] {
+                        let context =
+                            Context { phase, arguments: arguments.as_ref(), route, now_unix, approval, session_calls };
+                        let request = Request {
+                            principal: who,
+                            action: Action::CallTool,
+                            resource: tool(server, name, tier),
+                            context,
+                        };
+                        let (outcome, policies, errors, truncated) = decide_whole(MIXED, &request);
+                        // Twice: the second answer may come from the engine's caches.
+                        for _ in 0..2 {
+                            let decision = engine.decide(&request);
+                            let what = format!("{who} {server}/{name} {tier:?} {arguments:?} {context:?}");
+                            assert_eq!(decision.outcome, outcome, "{what}: {decision:?}");
+                            assert_eq!(decision.policies, policies, "{what}");
+                            assert_eq!(decision.errors, errors, "{what}");
+                            assert_eq!(decision.arguments_truncated, truncated, "{what}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 5 * 2 * 6 * 9);
+}
+
+#[test]
+fn a_cached_decision_is_not_served_when_what_its_policies_read_changes() {
+    let text = r#"
+        @id("open") permit (principal, action, resource);
+        @id("limit") forbid (principal, action, resource == Tool::"s/counted") when { context.sessionCalls > 2 };
+        @id("nights") forbid (principal, action, resource == Tool::"s/night") when { context.time.hourUtc < 6 };
+        @id("amounts") forbid (principal, action, resource == Tool::"s/pay")
+        when { context.arguments has amount && context.arguments.amount > 10 };
+    "#;
+    let engine = Engine::new(vec![set("reads", Enforcement::Enforce, text)]);
+    let alice = user("alice", &[]);
+    let calls = |n| Context { session_calls: n, ..context(None) };
+    let outcome = |resource, context| decide(&engine, &alice, resource, context).outcome;
+    let counted = tool("s", "counted", None);
+    assert_eq!(outcome(counted, calls(1)), Outcome::Allow);
+    assert_eq!(outcome(counted, calls(1)), Outcome::Allow);
+    assert_eq!(outcome(counted, calls(3)), Outcome::Deny);
+    let listing = Context { phase: Phase::List, ..calls(1) };
+    assert_eq!(outcome(counted, listing), Outcome::Allow);
+    assert_eq!(outcome(counted, Context { session_calls: 5, ..listing }), Outcome::Deny);
+    let night = tool("s", "night", None);
+    for _ in 0..2 {
+        assert_eq!(outcome(night, Context { now_unix: 12 * 3600, ..calls(0) }), Outcome::Allow);
+        assert_eq!(outcome(night, Context { now_unix: 3600, ..calls(0) }), Outcome::Deny);
+    }
+    let plain = tool("s", "plain", None);
+    assert_eq!(outcome(plain, calls(7)), Outcome::Allow);
+    let pay = tool("s", "pay", None);
+    let (small, big) = (json!({ "amount": 5 }), json!({ "amount": 50 }));
+    assert_eq!(outcome(pay, context(Some(&small))), Outcome::Allow);
+    assert_eq!(outcome(pay, context(Some(&big))), Outcome::Deny);
+    assert_eq!(outcome(pay, context(Some(&small))), Outcome::Allow);
+    // A tool whose policies do not read arguments decides alike whatever they are.
+    assert_eq!(outcome(plain, context(Some(&big))), Outcome::Allow);
+}
+
+#[test]
+fn sets_may_reuse_each_others_policy_ids() {
+    let first = set("first", Enforcement::Enforce, r#"@id("x") permit (principal, action, resource);"#);
+    let second =
+        set("second", Enforcement::Enforce, r#"@id("x") forbid (principal, action, resource == Tool::"s/no");"#);
+    let shadow = set("shadow", Enforcement::Shadow, r#"@id("x") forbid (principal, action, resource);"#);
+    let engine = Engine::new(vec![first, second, shadow]);
+    let alice = user("alice", &[]);
+    let yes = decide(&engine, &alice, tool("s", "yes", None), context(None));
+    assert_eq!((yes.outcome, yes.policies.as_slice()), (Outcome::Allow, ["x".to_owned()].as_slice()));
+    assert_eq!(
+        (yes.shadow[0].outcome, yes.shadow[0].policies.as_slice()),
+        (Outcome::Deny, ["x".to_owned()].as_slice())
+    );
+    let no = decide(&engine, &alice, tool("s", "no", None), context(None));
+    assert_eq!((no.outcome, no.reason), (Outcome::Deny, "forbidden"));
+}
+
+#[test]
+fn concurrent_decisions_agree_with_sequential_ones() {
+    let engine = Engine::new(vec![PolicySet::default_tiers()]);
+    let people: Vec<Principal> = (0..8).map(|i| user(&format!("u{i}"), &["critical-operators"])).collect();
+    let tiers = [Some(RiskTier::Low), Some(RiskTier::Medium), Some(RiskTier::High), Some(RiskTier::Critical), None];
+    let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    let expected = |who: &Principal, i: usize| {
+        let fresh = Engine::new(vec![PolicySet::default_tiers()]);
+        decide(&fresh, who, tool_named("s", &names[i % names.len()], tiers[i % tiers.len()]), context(None))
+    };
+    std::thread::scope(|scope| {
+        for who in &people {
+            let (engine, names, expected) = (&engine, &names, &expected);
+            scope.spawn(move || {
+                for i in 0..200 {
+                    let decision = decide(
+                        engine,
+                        who,
+                        tool_named("s", &names[i % names.len()], tiers[i % tiers.len()]),
+                        context(None),
+                    );
+                    assert_eq!(decision, expected(who, i));
+                }
+            });
+        }
+    });
+}
+
+fn tool_named<'a>(server: &'a str, name: &'a str, tier: Option<RiskTier>) -> Resource<'a> {
+    Resource { risk_tier: tier, data_class: Some(DataClass::Internal), ..Resource::unregistered(server, name) }
 }
