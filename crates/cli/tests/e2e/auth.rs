@@ -278,6 +278,18 @@ async fn a_legacy_session_belongs_to_the_principal_that_opened_it() {
     assert_eq!(anonymous.status, 401, "a session id is not a credential: {}", anonymous.body);
 }
 
+/// A gateway like [`setup`]'s whose `/other` route fronts the `recorder` upstream `extra` defines;
+/// returns it, its port and its key store.
+fn recorder_gateway(issuer: &Issuer, dir: &std::path::Path, extra: &str) -> (Gateway, u16, String) {
+    let port = free_port();
+    let store = format!("sqlite://{}", dir.join("keys.db").display());
+    let config = auth_config(issuer, port, &store, extra).replace(
+        "[[route]]\npath = \"/other\"\nupstreams = [\"demo\"]",
+        "[[route]]\npath = \"/other\"\nupstreams = [\"recorder\"]",
+    );
+    (Gateway::launch_at(&config, port), port, store)
+}
+
 #[test]
 fn never_forwards_the_hosts_token_upstream() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -298,13 +310,7 @@ headers = {{ "X-Tenant" = "acme" }}
     );
     // The recorder is the only upstream of the /other route.
     let issuer = Issuer::start();
-    let port = free_port();
-    let store = format!("sqlite://{}", dir.path().join("keys.db").display());
-    let config = auth_config(&issuer, port, &store, &extra).replace(
-        "[[route]]\npath = \"/other\"\nupstreams = [\"demo\"]",
-        "[[route]]\npath = \"/other\"\nupstreams = [\"recorder\"]",
-    );
-    let gateway = Gateway::launch_at(&config, port);
+    let (gateway, port, _store) = recorder_gateway(&issuer, dir.path(), &extra);
     let token = issuer.user_token("alice", &["engineering"], &format!("http://127.0.0.1:{port}/other"), "mcp");
     for mode in ["legacy", "2026-07-28"] {
         let out = host(
@@ -353,13 +359,7 @@ scope = "records:read"
         crate::issuer::EXCHANGE_CLIENT.0,
         secret.display()
     );
-    let port = free_port();
-    let store = format!("sqlite://{}", dir.path().join("keys.db").display());
-    let config = auth_config(&issuer, port, &store, &extra).replace(
-        "[[route]]\npath = \"/other\"\nupstreams = [\"demo\"]",
-        "[[route]]\npath = \"/other\"\nupstreams = [\"recorder\"]",
-    );
-    let gateway = Gateway::launch_at(&config, port);
+    let (gateway, port, store) = recorder_gateway(&issuer, dir.path(), &extra);
     let url = gateway.url("/other");
     let aud = format!("http://127.0.0.1:{port}/other");
     let mut host_tokens = Vec::new();
