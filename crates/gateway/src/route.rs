@@ -127,7 +127,12 @@ impl Upstream {
     }
 
     /// Records what an admitted tool's list entry says (replacing what was known).
+    /// A listing repeats the same entries: an unchanged one is not written again (no write lock
+    /// on the list path unless something changed).
     pub fn learn_tool(&self, tool: &str, facts: ToolFacts) {
+        if self.tool(tool).is_some_and(|known| *known == facts) {
+            return;
+        }
         let mut map = self.tools.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(tool.to_owned(), Arc::new(facts));
     }
@@ -159,7 +164,7 @@ impl Upstream {
 }
 
 /// What the gateway keeps of a tool's admitted list entry: what the controls need.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ToolFacts {
     /// `x-mcp-header` annotations of its input schema.
     pub headers: Vec<ParamHeader>,
