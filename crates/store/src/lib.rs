@@ -11,6 +11,7 @@
 //! [`StoreError::Conflict`].
 
 mod api_key;
+mod audit;
 mod backend;
 mod drift;
 mod entry;
@@ -20,6 +21,7 @@ mod pin;
 mod record;
 
 pub use api_key::ApiKeyRecord;
+pub use audit::AuditQuery;
 pub use error::StoreError;
 pub use record::{DriftChange, DriftRecord, EntryRecord, EntryStatus, Observation, PinKind, PinRecord, PinState};
 

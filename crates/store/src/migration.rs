@@ -19,12 +19,14 @@ pub(crate) struct Migrations(&'static [(&'static str, &'static str)]);
 pub(crate) const SQLITE: Migrations = Migrations(&[
     ("0001_registry.sql", include_str!("../migrations/sqlite/0001_registry.sql")),
     ("0002_api_keys.sql", include_str!("../migrations/sqlite/0002_api_keys.sql")),
+    ("0003_audit.sql", include_str!("../migrations/sqlite/0003_audit.sql")),
 ]);
 
 /// The PostgreSQL schema.
 pub(crate) const POSTGRES: Migrations = Migrations(&[
     ("0001_registry.sql", include_str!("../migrations/postgres/0001_registry.sql")),
     ("0002_api_keys.sql", include_str!("../migrations/postgres/0002_api_keys.sql")),
+    ("0003_audit.sql", include_str!("../migrations/postgres/0003_audit.sql")),
 ]);
 
 impl Migrations {

@@ -32,6 +32,22 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("connect to the {:?} test database: {e}", self.engine))
     }
+
+    /// Runs one SQL statement on the database directly (as someone with write access to it
+    /// would), returning the rows it changed.
+    #[allow(dead_code)]
+    pub async fn execute(&self, sql: &str) -> u64 {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
+                sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}")).rows_affected()
+            }
+            Engine::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}")).rows_affected()
+            }
+        }
+    }
 }
 
 /// Runs a test body on a fresh database of the engine, then removes the database.

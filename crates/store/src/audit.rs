@@ -1,0 +1,332 @@
+//! The audit trail's tables: records appended to hash-chained streams, their signed
+//! checkpoints, searches over them, and retention. Audit writes do not move the registry
+//! revision.
+
+use portcullis_audit::chain::GENESIS;
+use portcullis_audit::{Checkpoint, Entry, Record};
+
+use crate::backend::on_pool;
+use crate::{Store, StoreError};
+
+/// At most this many records are inserted by one statement (SQLite binds at most 32766 values).
+const ROWS_PER_INSERT: usize = 500;
+
+const COLUMNS: &str = "stream, seq, time_ms, kind, correlation, request, parent, principal, server, item, outcome, \
+                       body, digest, prev_hash, hash";
+const CHECKPOINT_COLUMNS: &str = "stream, seq, hash, floor, time_ms, key_id, signature";
+
+/// An `audit_records` row as decoded.
+type RecordRow =
+    (String, i64, i64, String, String, String, String, String, String, String, String, String, String, String, String);
+type CheckpointRow = (String, i64, String, i64, i64, String, String);
+
+/// What an audit search matches; every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub principal: Option<String>,
+    pub server: Option<String>,
+    pub item: Option<String>,
+    pub kind: Option<String>,
+    pub outcome: Option<String>,
+    pub correlation: Option<String>,
+    /// Records at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Records before this time.
+    pub until_ms: Option<i64>,
+    /// At most this many records, the oldest first.
+    pub limit: u32,
+}
+
+/// Runs `$body` in one transaction bound to `$tx`, committed when it succeeds.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        match &$store.backend {
+            crate::backend::Backend::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let value = $body;
+                $tx.commit().await?;
+                value
+            }
+            crate::backend::Backend::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let value = $body;
+                $tx.commit().await?;
+                value
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Appends entries to their streams in one transaction, each after its stream's current
+    /// head, and returns the records as chained. Writers on one stream take turns (the head row
+    /// is locked), so two gateways sharing a stream still build one chain.
+    pub async fn append_audit(&self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
+        in_tx!(self, |tx| {
+            for (stream, entries) in batch.iter().filter(|(_, e)| !e.is_empty()) {
+                sqlx::query(
+                    "INSERT INTO audit_heads (stream, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING",
+                )
+                .bind(stream)
+                .bind(GENESIS)
+                .execute(&mut *tx)
+                .await?;
+                let lock = if self.backend_name() == "postgres" { " FOR UPDATE" } else { "" };
+                let (mut seq, mut hash): (i64, String) =
+                    sqlx::query_as(&format!("SELECT seq, hash FROM audit_heads WHERE stream = $1{lock}"))
+                        .bind(stream)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let first = out.len();
+                for entry in entries {
+                    let record = Record::chain(stream, seq, &hash, entry.clone());
+                    seq = record.seq;
+                    hash.clone_from(&record.hash);
+                    out.push(record);
+                }
+                for rows in out[first..].chunks(ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO audit_records ({COLUMNS}) "));
+                    q.push_values(rows, |mut b, r| {
+                        let e = &r.entry;
+                        b.push_bind(&r.stream)
+                            .push_bind(r.seq)
+                            .push_bind(e.time_ms)
+                            .push_bind(&e.kind)
+                            .push_bind(&e.correlation)
+                            .push_bind(&e.request)
+                            .push_bind(&e.parent)
+                            .push_bind(&e.principal)
+                            .push_bind(&e.server)
+                            .push_bind(&e.item)
+                            .push_bind(&e.outcome)
+                            .push_bind(&e.body)
+                            .push_bind(&r.digest)
+                            .push_bind(&r.prev_hash)
+                            .push_bind(&r.hash);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE stream = $1")
+                    .bind(stream)
+                    .bind(seq)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok(out)
+    }
+
+    /// Every stream with records or a head, by name.
+    pub async fn audit_streams(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT stream FROM audit_heads UNION SELECT DISTINCT stream FROM audit_records ORDER BY stream",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
+    /// A stream's last sequence number and hash (0 and the genesis hash when it has none).
+    pub async fn audit_head(&self, stream: &str) -> Result<(i64, String), StoreError> {
+        let row: Option<(i64, String)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE stream = $1")
+                .bind(stream)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.unwrap_or_else(|| (0, GENESIS.to_owned())))
+    }
+
+    /// Up to `limit` records of a stream from sequence number `from` on, in order.
+    pub async fn audit_records(&self, stream: &str, from: i64, limit: u32) -> Result<Vec<Record>, StoreError> {
+        let rows: Vec<RecordRow> = on_pool!(self, |pool| {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM audit_records WHERE stream = $1 AND seq >= $2 ORDER BY seq LIMIT $3"
+            ))
+            .bind(stream)
+            .bind(from)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(record_from).collect())
+    }
+
+    /// Records matching a query, the oldest first.
+    pub async fn search_audit(&self, q: &AuditQuery) -> Result<Vec<Record>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM audit_records WHERE 1 = 1");
+        let mut texts: Vec<&str> = Vec::new();
+        let filters = [
+            ("principal", &q.principal),
+            ("server", &q.server),
+            ("item", &q.item),
+            ("kind", &q.kind),
+            ("outcome", &q.outcome),
+            ("correlation", &q.correlation),
+        ];
+        for (column, value) in filters {
+            if let Some(v) = value {
+                texts.push(v);
+                sql.push_str(&format!(" AND {column} = ${}", texts.len()));
+            }
+        }
+        let n = texts.len();
+        sql.push_str(&format!(
+            " AND time_ms >= ${} AND time_ms < ${} ORDER BY time_ms, stream, seq LIMIT ${}",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        let rows: Vec<RecordRow> = on_pool!(self, |pool| {
+            let mut query = sqlx::query_as(&sql);
+            for t in &texts {
+                query = query.bind(*t);
+            }
+            query
+                .bind(q.since_ms.unwrap_or(i64::MIN))
+                .bind(q.until_ms.unwrap_or(i64::MAX))
+                .bind(i64::from(q.limit))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(record_from).collect())
+    }
+
+    /// Stores a checkpoint (replacing one at the same sequence number, as a newer floor does).
+    pub async fn add_audit_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query(&format!(
+                "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (stream, seq) DO UPDATE SET hash = excluded.hash, floor = excluded.floor, \
+                 time_ms = excluded.time_ms, key_id = excluded.key_id, signature = excluded.signature"
+            ))
+            .bind(&c.stream)
+            .bind(c.seq)
+            .bind(&c.hash)
+            .bind(c.floor)
+            .bind(c.time_ms)
+            .bind(&c.key_id)
+            .bind(&c.signature)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// A stream's checkpoints, by sequence number.
+    pub async fn audit_checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows: Vec<CheckpointRow> = on_pool!(self, |pool| {
+            sqlx::query_as(&format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE stream = $1 ORDER BY seq"
+            ))
+            .bind(stream)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(stream, seq, hash, floor, time_ms, key_id, signature)| Checkpoint {
+                stream,
+                seq,
+                hash,
+                floor,
+                time_ms,
+                key_id,
+                signature,
+            })
+            .collect())
+    }
+
+    /// The sequence number of a stream's first record at or after `time_ms` (`None` when every
+    /// record is older).
+    pub async fn audit_first_since(&self, stream: &str, time_ms: i64) -> Result<Option<i64>, StoreError> {
+        let (seq,): (Option<i64>,) = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT MIN(seq) FROM audit_records WHERE stream = $1 AND time_ms >= $2")
+                .bind(stream)
+                .bind(time_ms)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(seq)
+    }
+
+    /// Deletes a stream's records and checkpoints below `floor`; returns how many records went. Callers sign a checkpoint with the new floor first.
+    pub async fn prune_audit(&self, stream: &str, floor: i64) -> Result<u64, StoreError> {
+        let deleted = in_tx!(self, |tx| {
+            let deleted = sqlx::query("DELETE FROM audit_records WHERE stream = $1 AND seq < $2")
+                .bind(stream)
+                .bind(floor)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Checkpoints of pruned records anchor nothing any more; the one carrying the floor
+            // covers the head, above it.
+            sqlx::query("DELETE FROM audit_checkpoints WHERE stream = $1 AND seq < $2")
+                .bind(stream)
+                .bind(floor)
+                .execute(&mut *tx)
+                .await?;
+            deleted
+        });
+        Ok(deleted)
+    }
+}
+
+fn record_from(r: RecordRow) -> Record {
+    let (
+        stream,
+        seq,
+        time_ms,
+        kind,
+        correlation,
+        request,
+        parent,
+        principal,
+        server,
+        item,
+        outcome,
+        body,
+        digest,
+        prev_hash,
+        hash,
+    ) = r;
+    Record {
+        stream,
+        seq,
+        entry: Entry { time_ms, kind, correlation, request, parent, principal, server, item, outcome, body },
+        digest,
+        prev_hash,
+        hash,
+    }
+}
+
+impl Store {
+    /// Verifies one stream: its records page by page against its checkpoints (with `key`,
+    /// only checkpoints that key signed are trusted).
+    pub async fn verify_audit(
+        &self,
+        stream: &str,
+        key: Option<&portcullis_audit::VerifyingKey>,
+    ) -> Result<portcullis_audit::Report, StoreError> {
+        const PAGE: u32 = 2_000;
+        let checkpoints = self.audit_checkpoints(stream).await?;
+        let mut verifier = portcullis_audit::Verifier::new(stream, &checkpoints, key);
+        let mut from = i64::MIN;
+        loop {
+            let page = self.audit_records(stream, from, PAGE).await?;
+            for r in &page {
+                verifier.feed(r);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => from = last.seq + 1,
+                _ => break,
+            }
+        }
+        Ok(verifier.finish())
+    }
+}

@@ -1,0 +1,228 @@
+//! The audit tables on both engines: chained appends (also by two replicas at once), search,
+//! checkpoints, retention, and tampering done directly in the database found by verification.
+
+#[path = "store/engine.rs"]
+mod engine;
+
+use engine::TestDb;
+use portcullis_audit::{Entry, Finding, SigningKey};
+use portcullis_store::{AuditQuery, Store};
+
+macro_rules! on_both_engines {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::engine::run(crate::engine::Engine::Sqlite, crate::$name).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::engine::run(crate::engine::Engine::Postgres, crate::$name).await;
+                }
+            )+
+        }
+    };
+}
+
+on_both_engines!(
+    appends_chain_records_across_batches_and_streams,
+    replicas_appending_to_one_stream_build_one_chain,
+    searches_by_every_filter,
+    finds_every_kind_of_tampering_done_in_the_database,
+    pruning_behind_a_signed_floor_keeps_the_stream_verifiable,
+);
+
+fn entry(n: i64, principal: &str, tool: &str, outcome: &str) -> Entry {
+    Entry {
+        time_ms: 1_000 + n,
+        kind: "call".to_owned(),
+        correlation: format!("{n:032x}"),
+        request: format!("{n:016x}"),
+        parent: String::new(),
+        principal: principal.to_owned(),
+        server: "files".to_owned(),
+        item: tool.to_owned(),
+        outcome: outcome.to_owned(),
+        body: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+async fn append(store: &Store, stream: &str, range: std::ops::RangeInclusive<i64>) {
+    let entries = range.map(|n| entry(n, "alice", "read", "ok")).collect();
+    store.append_audit(&[(stream.to_owned(), entries)]).await.expect("append");
+}
+
+async fn appends_chain_records_across_batches_and_streams(db: TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.audit_head("gw/calls").await.expect("head"), (0, portcullis_audit::chain::GENESIS.to_owned()));
+    let first = store
+        .append_audit(&[
+            ("gw/calls".to_owned(), vec![entry(1, "alice", "read", "ok"), entry(2, "bob", "write", "denied")]),
+            ("gw/system".to_owned(), vec![entry(3, "", "", "changed")]),
+            ("gw/access".to_owned(), vec![]),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(
+        first.iter().map(|r| (r.stream.as_str(), r.seq)).collect::<Vec<_>>(),
+        [("gw/calls", 1), ("gw/calls", 2), ("gw/system", 1)]
+    );
+    let second = store.append_audit(&[("gw/calls".to_owned(), vec![entry(4, "alice", "read", "ok")])]).await;
+    let second = second.expect("append");
+    assert_eq!((second[0].seq, second[0].prev_hash.as_str()), (3, first[1].hash.as_str()));
+    assert_eq!(store.audit_head("gw/calls").await.expect("head"), (3, second[0].hash.clone()));
+    assert_eq!(store.audit_streams().await.expect("streams"), ["gw/calls", "gw/system"]);
+
+    let stored = store.audit_records("gw/calls", 1, 10).await.expect("records");
+    assert_eq!(stored, [first[0].clone(), first[1].clone(), second[0].clone()], "read back exactly as chained");
+    assert_eq!(store.audit_records("gw/calls", 2, 1).await.expect("records"), [first[1].clone()]);
+    for stream in ["gw/calls", "gw/system"] {
+        let report = store.verify_audit(stream, None).await.expect("verify");
+        assert!(report.ok(), "{stream}: {:?}", report.findings);
+    }
+}
+
+async fn replicas_appending_to_one_stream_build_one_chain(db: TestDb) {
+    let replicas = [db.store().await, db.store().await];
+    let mut tasks = Vec::new();
+    for (r, store) in replicas.iter().enumerate() {
+        for t in 0..3 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for b in 0..15 {
+                    let base = (r as i64 * 1000) + t * 100 + b * 3;
+                    append(&store, "shared/calls", base..=base + 2).await;
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("appender");
+    }
+    let store = &replicas[0];
+    let report = store.verify_audit("shared/calls", None).await.expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!((report.records, report.first_seq, report.last_seq), (270, Some(1), Some(270)));
+}
+
+async fn searches_by_every_filter(db: TestDb) {
+    let store = db.store().await;
+    let mut other = entry(5, "bob", "write", "denied");
+    other.kind = "list".to_owned();
+    other.server = "mail".to_owned();
+    store
+        .append_audit(&[(
+            "gw/calls".to_owned(),
+            vec![entry(1, "alice", "read", "ok"), entry(2, "alice", "write", "denied"), other],
+        )])
+        .await
+        .expect("append");
+    let items = |q: AuditQuery| {
+        let store = store.clone();
+        async move {
+            let q = AuditQuery { limit: 100, ..q };
+            store
+                .search_audit(&q)
+                .await
+                .expect("search")
+                .into_iter()
+                .map(|r| r.entry.time_ms - 1_000)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(items(AuditQuery::default()).await, [1, 2, 5]);
+    assert_eq!(items(AuditQuery { principal: Some("alice".into()), ..Default::default() }).await, [1, 2]);
+    assert_eq!(items(AuditQuery { server: Some("mail".into()), ..Default::default() }).await, [5]);
+    assert_eq!(items(AuditQuery { item: Some("write".into()), ..Default::default() }).await, [2, 5]);
+    assert_eq!(items(AuditQuery { kind: Some("list".into()), ..Default::default() }).await, [5]);
+    assert_eq!(items(AuditQuery { outcome: Some("denied".into()), ..Default::default() }).await, [2, 5]);
+    assert_eq!(items(AuditQuery { correlation: Some(format!("{:032x}", 2)), ..Default::default() }).await, [2]);
+    assert_eq!(items(AuditQuery { since_ms: Some(1_002), until_ms: Some(1_005), ..Default::default() }).await, [2]);
+    assert_eq!(
+        items(AuditQuery { principal: Some("alice".into()), outcome: Some("ok".into()), ..Default::default() }).await,
+        [1]
+    );
+    let limited = store.search_audit(&AuditQuery { limit: 1, ..Default::default() }).await.expect("search");
+    assert_eq!(limited.len(), 1);
+}
+
+async fn finds_every_kind_of_tampering_done_in_the_database(db: TestDb) {
+    let store = db.store().await;
+    let key = SigningKey::generate();
+    let public = key.verifying_key();
+    let cases: [(&str, &[&str]); 6] = [
+        ("edit", &["UPDATE audit_records SET outcome = 'ok-forged' WHERE stream = 't/edit' AND seq = 4"]),
+        ("delete", &["DELETE FROM audit_records WHERE stream = 't/delete' AND seq = 6"]),
+        (
+            "reorder",
+            &[
+                "UPDATE audit_records SET seq = seq + 1000 WHERE stream = 't/reorder' AND seq IN (5, 6)",
+                "UPDATE audit_records SET seq = 6 WHERE stream = 't/reorder' AND seq = 1005",
+                "UPDATE audit_records SET seq = 5 WHERE stream = 't/reorder' AND seq = 1006",
+            ],
+        ),
+        (
+            "insert",
+            &[
+                "UPDATE audit_records SET seq = seq + 1000 WHERE stream = 't/insert' AND seq >= 5",
+                "UPDATE audit_records SET seq = seq - 999 WHERE stream = 't/insert' AND seq > 1000",
+                "INSERT INTO audit_records SELECT stream, 5, time_ms, kind, correlation, request, parent, 'mallory', \
+                 server, item, outcome, body, digest, prev_hash, hash FROM audit_records \
+                 WHERE stream = 't/insert' AND seq = 4",
+            ],
+        ),
+        ("truncate", &["DELETE FROM audit_records WHERE stream = 't/truncate' AND seq >= 9"]),
+        ("forge", &["UPDATE audit_checkpoints SET floor = 8 WHERE stream = 't/forge'"]),
+    ];
+    for (name, statements) in cases {
+        let stream = format!("t/{name}");
+        append(&store, &stream, 1..=10).await;
+        let (seq, hash) = store.audit_head(&stream).await.expect("head");
+        store.add_audit_checkpoint(&key.checkpoint(&stream, seq, &hash, 1, 0)).await.expect("checkpoint");
+        assert!(store.verify_audit(&stream, Some(&public)).await.expect("verify").ok(), "{name} before");
+        for sql in statements {
+            assert!(db.execute(sql).await > 0, "{sql}");
+        }
+        let findings = store.verify_audit(&stream, Some(&public)).await.expect("verify").findings;
+        let expected: &[Finding] = match name {
+            "edit" => &[Finding::Modified { seq: 4 }],
+            "delete" => &[Finding::Missing { from: 6, to: 6 }],
+            "reorder" => &[Finding::BrokenLink { seq: 5 }, Finding::Modified { seq: 5 }],
+            "insert" => &[Finding::Modified { seq: 5 }],
+            "truncate" => &[Finding::Truncated { from: 9, to: 10 }],
+            _ => &[Finding::BadSignature { seq: 10 }],
+        };
+        for f in expected {
+            assert!(findings.contains(f), "{name}: expected {f:?} in {findings:?}");
+        }
+        assert!(!findings.is_empty(), "{name}");
+    }
+    // Without the key, a forged checkpoint is only taken at its word: the report says so.
+    let report = store.verify_audit("t/forge", None).await.expect("verify");
+    assert!(!report.signatures_checked);
+}
+
+async fn pruning_behind_a_signed_floor_keeps_the_stream_verifiable(db: TestDb) {
+    let store = db.store().await;
+    let key = SigningKey::generate();
+    append(&store, "gw/calls", 1..=10).await;
+    let floor = store.audit_first_since("gw/calls", 1_006).await.expect("first since").expect("some");
+    assert_eq!(floor, 6);
+    assert_eq!(store.audit_first_since("gw/calls", 9_999).await.expect("first since"), None);
+    let (seq, hash) = store.audit_head("gw/calls").await.expect("head");
+    store.add_audit_checkpoint(&key.checkpoint("gw/calls", 4, "x", 1, 0)).await.expect("old checkpoint");
+    store.add_audit_checkpoint(&key.checkpoint("gw/calls", seq, &hash, floor, 0)).await.expect("checkpoint");
+    assert_eq!(store.prune_audit("gw/calls", floor).await.expect("prune"), 5);
+    assert_eq!(store.audit_checkpoints("gw/calls").await.expect("checkpoints").len(), 1, "old checkpoint pruned");
+    let report = store.verify_audit("gw/calls", Some(&key.verifying_key())).await.expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!((report.first_seq, report.records), (Some(6), 5));
+    // The chain goes on from the head, not from the pruned start.
+    append(&store, "gw/calls", 11..=11).await;
+    assert!(store.verify_audit("gw/calls", Some(&key.verifying_key())).await.expect("verify").ok());
+}
