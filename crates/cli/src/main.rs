@@ -13,6 +13,7 @@ use portcullis_gateway::{Config, Gateway};
 use tokio_util::sync::CancellationToken;
 
 mod apikey;
+mod audit;
 mod policy;
 mod registry;
 
@@ -64,6 +65,13 @@ enum Command {
         store: apikey::KeyStoreArgs,
         #[command(subcommand)]
         command: apikey::Command,
+    },
+    /// Verify, search and reconstruct from the audit trail.
+    Audit {
+        #[command(flatten)]
+        store: audit::AuditStoreArgs,
+        #[command(subcommand)]
+        command: audit::Command,
     },
     /// Check policy files and run decision fixtures, so a policy change is reviewed like code.
     Policy {
@@ -203,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Registry { store, command } => registry::run(store, command).await,
         Command::Apikey { store, command } => apikey::run(store, command).await,
         Command::Policy { command } => policy::run(command),
+        Command::Audit { store, command } => audit::run(store, command).await,
         Command::Demo { http } => {
             match http {
                 Some(addr) => {

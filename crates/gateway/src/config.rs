@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 use crate::admin::AdminSettings;
+use crate::audit::{AuditSettings, Export, StoreFailure};
 use crate::registry::{Mode, RegistrySettings};
 use crate::secret::SecretRef;
 use crate::validation::{Refusal, Strictness, ValidationSettings};
@@ -43,6 +44,8 @@ pub struct RawConfig {
     pub policy: Option<RawPolicy>,
     /// Tool-argument validation against the pinned input schema; absent means on.
     pub validation: Option<RawValidation>,
+    /// The audit trail. Absent: on, in the registry's store, when the registry is on.
+    pub audit: Option<RawAudit>,
 }
 
 /// `[auth]`
@@ -159,6 +162,47 @@ pub struct RawValidation {
     /// can correct itself).
     #[serde(default = "default_refusal")]
     pub refusal: Spanned<String>,
+}
+
+/// `[audit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `on` or `off`.
+    #[serde(default = "default_on")]
+    pub mode: Spanned<String>,
+    /// `sqlite://…` or `postgres://…`; defaults to the registry's store.
+    pub store: Option<Spanned<String>>,
+    /// The first part of this gateway's stream names; give each replica its own (default: the
+    /// gateway's name).
+    pub instance: Option<Spanned<String>>,
+    /// The Ed25519 key that signs checkpoints (`env:`, `file:` or `cmd:`; 64 hex digits or a
+    /// PKCS#8 PEM block). Without one, checkpoints are unsigned.
+    pub signing_key: Option<Spanned<String>>,
+    /// How often each stream's head is checkpointed.
+    #[serde(default = "default_checkpoint", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// When the store cannot take records: `spool` (to a local file, replayed later) or
+    /// `fail_closed` (refuse governed calls).
+    #[serde(default = "default_store_failure")]
+    pub on_store_failure: Spanned<String>,
+    /// With `spool`, calls on these risk tiers are refused all the same while the store is down.
+    #[serde(default = "default_fail_closed_tiers")]
+    pub fail_closed_tiers: Spanned<Vec<String>>,
+    /// The spool file (relative to this file).
+    #[serde(default = "default_spool")]
+    pub spool: PathBuf,
+    /// Argument fields whose names contain one of these are recorded as `[redacted]`.
+    #[serde(default = "default_redact")]
+    pub redact_fields: Vec<String>,
+    /// Arguments larger than this (as JSON) are recorded as their size and SHA-256.
+    #[serde(default = "default_max_argument_bytes")]
+    pub max_argument_bytes: usize,
+    /// Also write committed records as JSON lines: `stdout` or a file (relative to this file).
+    pub export: Option<String>,
+    /// How long each partition's records are kept: `calls`, `access`, `system` (e.g. "400d").
+    #[serde(default)]
+    pub retention: HashMap<String, Spanned<String>>,
 }
 
 /// `[admin]`
@@ -355,6 +399,40 @@ fn default_jwks_refresh() -> Duration {
 fn default_policy_reload() -> Duration {
     Duration::from_secs(2)
 }
+fn default_on() -> Spanned<String> {
+    Spanned::new(0..0, "on".to_owned())
+}
+fn default_checkpoint() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_store_failure() -> Spanned<String> {
+    Spanned::new(0..0, "spool".to_owned())
+}
+fn default_fail_closed_tiers() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, vec!["high".to_owned(), "critical".to_owned()])
+}
+fn default_spool() -> PathBuf {
+    PathBuf::from("portcullis-audit.spool")
+}
+fn default_redact() -> Vec<String> {
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "credential",
+        "private_key",
+        "cookie",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_max_argument_bytes() -> usize {
+    16 * 1024
+}
 fn default_refusal() -> Spanned<String> {
     Spanned::new(0..0, "error".to_owned())
 }
@@ -425,6 +503,7 @@ pub struct Config {
     pub auth: Option<AuthSettings>,
     pub policy: PolicySettings,
     pub validation: ValidationSettings,
+    pub audit: Option<AuditSettings>,
 }
 
 /// Who hosts are (`[auth]`).
@@ -894,7 +973,8 @@ impl Validator<'_> {
         }
         let policy = self.policy(raw.policy, base);
         let validation = self.validation(raw.validation);
-        Config { gateway, listen, upstreams, routes, registry, admin, auth, policy, validation }
+        let audit = self.audit(raw.audit, registry.as_ref(), &gateway.name, base);
+        Config { gateway, listen, upstreams, routes, registry, admin, auth, policy, validation, audit }
     }
 }
 
@@ -1165,6 +1245,133 @@ impl Validator<'_> {
             }
         };
         ValidationSettings { enabled, strict, output: raw.output, refusal }
+    }
+}
+
+impl Validator<'_> {
+    fn audit(
+        &mut self,
+        raw: Option<RawAudit>,
+        registry: Option<&RegistrySettings>,
+        gateway: &str,
+        base: &Path,
+    ) -> Option<AuditSettings> {
+        let registry_store = registry.filter(|r| r.mode != crate::registry::Mode::Off).map(|r| r.store.clone());
+        let raw = match raw {
+            Some(raw) => raw,
+            None => {
+                // The embedded default: audit where the registry keeps its data.
+                let store = registry_store?;
+                let raw: RawAudit = toml::from_str("").ok()?;
+                return self.audit_settings(raw, store, gateway, base);
+            }
+        };
+        match raw.mode.get_ref().as_str() {
+            "on" => {}
+            "off" => return None,
+            other => {
+                self.problem(&raw.mode, "audit.mode", format!("unknown mode '{other}' (expected on or off)"));
+                return None;
+            }
+        }
+        let store = match (&raw.store, registry_store) {
+            (Some(s), _) => {
+                let text = s.get_ref().clone();
+                if !(text.starts_with("sqlite:")
+                    || text.starts_with("postgres://")
+                    || text.starts_with("postgresql://"))
+                {
+                    self.problem(s, "audit.store", "expected sqlite://path.db or postgres://…");
+                }
+                text
+            }
+            (None, Some(store)) => store,
+            (None, None) => {
+                self.problem(&raw.mode, "audit.store", "the registry is off: name the audit store");
+                return None;
+            }
+        };
+        self.audit_settings(raw, store, gateway, base)
+    }
+
+    fn audit_settings(&mut self, raw: RawAudit, store: String, gateway: &str, base: &Path) -> Option<AuditSettings> {
+        let instance = match &raw.instance {
+            Some(i) => {
+                let text = i.get_ref().clone();
+                if text.is_empty() || text.len() > 64 || text.contains('/') {
+                    self.problem(i, "audit.instance", "use 1-64 characters, no '/'");
+                }
+                text
+            }
+            None => gateway.to_owned(),
+        };
+        let signing_key = raw.signing_key.as_ref().and_then(|k| match SecretRef::parse(k.get_ref(), base) {
+            Ok(r) => Some(r),
+            Err(message) => {
+                self.problem(k, "audit.signing_key", message);
+                None
+            }
+        });
+        let on_store_failure = match raw.on_store_failure.get_ref().as_str() {
+            "spool" => StoreFailure::Spool,
+            "fail_closed" => StoreFailure::FailClosed,
+            other => {
+                self.problem(
+                    &raw.on_store_failure,
+                    "audit.on_store_failure",
+                    format!("unknown behaviour '{other}' (expected spool or fail_closed)"),
+                );
+                StoreFailure::FailClosed
+            }
+        };
+        let mut fail_closed_tiers = Vec::new();
+        for t in raw.fail_closed_tiers.get_ref() {
+            match t.parse::<portcullis_registry::model::RiskTier>() {
+                Ok(tier) => fail_closed_tiers.push(tier),
+                Err(e) => self.problem(&raw.fail_closed_tiers, "audit.fail_closed_tiers", e),
+            }
+        }
+        let export = raw.export.as_deref().map(|e| match e {
+            "stdout" => Export::Stdout,
+            path => Export::File(base.join(path)),
+        });
+        let mut retention = std::collections::BTreeMap::new();
+        for (name, value) in &raw.retention {
+            let Some(partition) = portcullis_audit::Partition::parse(name) else {
+                self.problem(value, format!("audit.retention.{name}"), "expected calls, access or system");
+                continue;
+            };
+            match humantime::parse_duration(value.get_ref()) {
+                Ok(d) if d >= Duration::from_secs(60) => {
+                    retention.insert(partition, d);
+                }
+                _ => self.problem(
+                    value,
+                    format!("audit.retention.{name}"),
+                    "expected a duration of a minute or more, e.g. \"400d\"",
+                ),
+            }
+        }
+        if raw.checkpoint_interval < Duration::from_millis(10) {
+            self.problems.push(Problem {
+                line: None,
+                key: "audit.checkpoint_interval".to_owned(),
+                message: "expected at least 10ms".to_owned(),
+            });
+        }
+        Some(AuditSettings {
+            store,
+            instance,
+            signing_key,
+            checkpoint_interval: raw.checkpoint_interval.max(Duration::from_millis(10)),
+            on_store_failure,
+            fail_closed_tiers,
+            spool: base.join(&raw.spool),
+            redact_fields: raw.redact_fields.iter().map(|f| f.to_ascii_lowercase().replace('-', "_")).collect(),
+            max_argument_bytes: raw.max_argument_bytes,
+            export,
+            retention,
+        })
     }
 }
 

@@ -119,6 +119,7 @@ impl GatewayError {
                     "registry" => ErrorCode::NOT_APPROVED,
                     "approval" => ErrorCode::APPROVAL_REQUIRED,
                     "identity" => ErrorCode::UNAUTHENTICATED,
+                    "audit" => ErrorCode::AUDIT_UNAVAILABLE,
                     _ => ErrorCode::DENIED,
                 };
                 let error = RpcError::new(code, d.message.clone()).with("stage", d.stage);

@@ -19,6 +19,9 @@ use portcullis_wire::{Era, ErrorCode, Message, MessageKind, ProtocolVersion, Raw
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::audit::call::{CallTrail, recorded_arguments, set_traceparent};
+use crate::audit::trace::{TraceContext, span_id};
+use crate::audit::{Auditor, now_ms};
 use crate::config::PolicyMode;
 use crate::config::{Config, HeaderSource, UpstreamCredentials, UpstreamTransport};
 use crate::error::Denied;
@@ -32,6 +35,7 @@ use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, ToolFacts, Upstr
 use crate::secret::Secret;
 use crate::session::Session;
 use crate::validation::{Refusal, SchemaCache};
+use portcullis_audit::{Entry, Kind};
 use portcullis_identity::Principal;
 use portcullis_policy::ApprovalState;
 use portcullis_registry::pinning::ItemKind;
@@ -50,6 +54,8 @@ pub struct Host {
     /// The host's access token, kept only to exchange it for a user's upstream credential
     /// (RFC 8693); never forwarded, logged or recorded.
     pub credential: Option<Arc<Secret>>,
+    /// The W3C `traceparent` of the HTTP request, when the host sent one.
+    pub trace: Option<TraceContext>,
 }
 
 impl Host {
@@ -98,6 +104,9 @@ pub struct Gateway {
     policy: Option<Arc<PolicyControl>>,
     schemas: Arc<SchemaCache>,
     client_info: ClientInfo,
+    audit: Option<Arc<Auditor>>,
+    /// The server version each upstream last reported (index-aligned with `upstreams`).
+    versions: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 /// The capabilities the gateway declares to upstreams as their client.
@@ -121,6 +130,7 @@ impl Gateway {
         };
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone()))).collect();
+        let upstreams_len = upstreams.len();
         let routes: Vec<Arc<Route>> = config
             .routes
             .iter()
@@ -136,6 +146,13 @@ impl Gateway {
                     .map_err(|e| GatewayError::Internal(format!("the policy does not load:\n{e}")))?,
             ),
         };
+        let audit = match &config.audit {
+            Some(settings) => Some(Auditor::start(settings.clone()).await.map_err(GatewayError::Internal)?),
+            None => None,
+        };
+        if let (Some(registry), Some(audit)) = (&registry, &audit) {
+            registry.set_auditor(Arc::clone(audit));
+        }
         let schemas = Arc::new(SchemaCache::default());
         let pipeline = Pipeline::standard(&Controls {
             registry: registry.clone(),
@@ -153,7 +170,20 @@ impl Gateway {
             policy,
             schemas,
             client_info,
+            versions: std::sync::Mutex::new(vec![None; upstreams_len]),
+            audit,
         });
+        if gateway.policy.is_some() {
+            gateway
+                .system_event(
+                    Kind::PolicyChanged,
+                    "",
+                    "",
+                    "loaded",
+                    serde_json::json!({"mode": format!("{:?}", gateway.config.policy.mode).to_lowercase()}),
+                )
+                .await;
+        }
         let sweeper = Arc::downgrade(&gateway);
         tokio::spawn(async move {
             loop {
@@ -173,7 +203,7 @@ impl Gateway {
             tokio::spawn(follow_registry(Arc::downgrade(&gateway), Arc::clone(registry)));
         }
         if let Some(policy) = &gateway.policy {
-            tokio::spawn(follow_policy(Arc::downgrade(policy)));
+            tokio::spawn(follow_policy(Arc::downgrade(policy), gateway.audit.clone()));
         }
         Ok(gateway)
     }
@@ -256,8 +286,19 @@ impl Gateway {
         // Warm up: discover the era now, and let the registry see what the upstream offers.
         let gateway = Arc::downgrade(self);
         tokio::spawn(async move {
-            if let Err(e) = client.info(u_timeout(&gateway, index)).await {
-                tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
+            match client.info(u_timeout(&gateway, index)).await {
+                Ok(info) => {
+                    if let Some(g) = gateway.upgrade() {
+                        g.upstream_ready(index, &info).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
+                    if let Some(g) = gateway.upgrade() {
+                        let body = serde_json::json!({"error": e.to_string(), "reason": e.reason()});
+                        g.system_event(Kind::UpstreamUnavailable, client.name(), "", "unavailable", body).await;
+                    }
+                }
             }
             if let Some(g) = gateway.upgrade()
                 && let Err(e) = g.observe_upstream(index).await
@@ -317,7 +358,38 @@ impl Gateway {
         if let Some(registry) = registry {
             registry.observe_removals(&upstream.settings.name, &present).await;
         }
+        if self.audit.is_some() {
+            let count = |k: ItemKind| present.iter().filter(|(kind, _)| *kind == k).count();
+            let body = serde_json::json!({
+                "tools": count(ItemKind::Tool),
+                "prompts": count(ItemKind::Prompt),
+                "resource_templates": count(ItemKind::ResourceTemplate),
+                "names": present.iter().map(|(_, n)| n.as_str()).take(500).collect::<Vec<_>>(),
+            });
+            self.system_event(Kind::UpstreamDiscovered, &upstream.settings.name, "", "ok", body).await;
+        }
         Ok(())
+    }
+
+    /// Records an upstream's handshake, and a version other than the one it reported before.
+    async fn upstream_ready(&self, index: usize, info: &UpstreamInfo) {
+        let Some(upstream) = self.upstreams.get(index) else { return };
+        let server_info =
+            info.server_info.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s.get()).ok());
+        let version = server_info.as_ref().and_then(|s| s.get("version")).and_then(|v| v.as_str()).map(str::to_owned);
+        let previous = {
+            let mut versions = self.versions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            versions.get_mut(index).map(|slot| std::mem::replace(slot, version.clone()))
+        };
+        let name = &upstream.settings.name;
+        let body = serde_json::json!({"protocol": info.version.as_str(), "server_info": server_info});
+        self.system_event(Kind::UpstreamConnected, name, "", "ok", body).await;
+        if let Some(Some(before)) = previous
+            && Some(&before) != version.as_ref()
+        {
+            let body = serde_json::json!({"from": before, "to": version});
+            self.system_event(Kind::UpstreamVersionChanged, name, "", "changed", body).await;
+        }
     }
 
     /// The route serving an HTTP path.
@@ -330,6 +402,50 @@ impl Gateway {
     pub async fn shutdown(&self) {
         let clients: Vec<_> = self.upstreams.iter().filter_map(|u| u.client.replace(None)).collect();
         join_all(clients.iter().map(|c| c.link().shutdown())).await;
+        if let Some(audit) = &self.audit {
+            audit.close().await;
+        }
+    }
+
+    /// The audit trail, when one is configured.
+    pub fn auditor(&self) -> Option<&Arc<Auditor>> {
+        self.audit.as_ref()
+    }
+
+    /// Records that a host opened a session (`initialize`) or discovered the server.
+    pub async fn session_opened(&self, host: &Host, client: Option<&RawValue>) {
+        let Some(audit) = &self.audit else { return };
+        let trace = host_trace(host);
+        let client = client
+            .map(ToOwned::to_owned)
+            .or_else(|| host.session.as_ref().and_then(|s| s.client_info.get().cloned()))
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c.get()).ok());
+        let body = serde_json::json!({
+            "route": host.route.path(),
+            "protocol": host.version.as_str(),
+            "session": session_tag(host),
+            "client": client,
+            "principal": principal_facts(&host.principal),
+        });
+        let entry = Entry {
+            time_ms: now_ms(),
+            kind: Kind::SessionOpened.as_str().to_owned(),
+            correlation: trace.trace_id,
+            request: span_id(),
+            parent: trace.parent_id,
+            principal: host.principal.id.clone(),
+            server: String::new(),
+            item: String::new(),
+            outcome: "ok".to_owned(),
+            body: body.to_string(),
+        };
+        audit.record(Kind::SessionOpened, entry).await;
+    }
+
+    /// Records a gateway-wide event (upstreams, registry, policy), in a trace of its own.
+    pub async fn system_event(&self, kind: Kind, server: &str, item: &str, outcome: &str, body: serde_json::Value) {
+        let Some(audit) = &self.audit else { return };
+        audit.record(kind, system_entry(kind, server, item, outcome, &body)).await;
     }
 
     /// The registry control, when one is configured.
@@ -435,7 +551,33 @@ impl Gateway {
         params: Option<&RawValue>,
         related: &mpsc::Sender<Bytes>,
     ) -> Answer {
-        let outcome = self.dispatch(host, method, params, related).await;
+        let mut trail =
+            (self.audit.is_some() && Governed::of(method).is_some()).then(|| CallTrail::start(host_trace(host)));
+        if method == "server/discover" {
+            let client = params
+                .and_then(RawObject::parse)
+                .and_then(|p| p.get_object("_meta"))
+                .and_then(|m| m.get(meta::CLIENT_INFO).map(ToOwned::to_owned));
+            self.session_opened(host, client.as_deref()).await;
+        }
+        let outcome = self.dispatch(host, method, params, related, trail.as_mut()).await;
+        let summary = trail.as_ref().map(|_| Summary::of(&outcome));
+        let answer = self.answer(host, id, method, outcome);
+        if let (Some(trail), Some(summary), Some(audit)) = (trail, summary, &self.audit) {
+            let tier = trail.tier;
+            let entry = call_entry(host, method, trail, &summary, answer.error_code);
+            if let Err(e) = audit.record_durably(Kind::Call, entry, tier).await {
+                tracing::error!(method, error = %e, "a call's audit record is not durable; its response is withheld");
+                let denied = GatewayError::Denied(Denied::new("audit", "audit_unavailable", e.to_string()));
+                let rpc = denied.to_rpc(host.modern());
+                return Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0) };
+            }
+        }
+        answer
+    }
+
+    /// The host's response to what a request produced.
+    fn answer(&self, host: &Host, id: &RequestId, method: &str, outcome: Result<Reply, GatewayError>) -> Answer {
         match outcome {
             Ok(Reply::Result(r)) => {
                 let r = if host.modern() { complete_result(r, method) } else { r };
@@ -471,6 +613,7 @@ impl Gateway {
         method: &str,
         params: Option<&RawValue>,
         related: &mpsc::Sender<Bytes>,
+        mut trail: Option<&mut CallTrail>,
     ) -> Result<Reply, GatewayError> {
         match method {
             "ping" => Ok(Reply::Result(empty_object())),
@@ -485,10 +628,11 @@ impl Gateway {
                 let name = p
                     .get_str("name")
                     .ok_or_else(|| GatewayError::invalid("missing_name", "params.name must be a string"))?;
+                self.note_request(trail.as_deref_mut(), &p, &name, "arguments");
                 let arguments = self.arguments_of(&p, "arguments")?;
                 let governed = if method == "tools/call" { Governed::CallTool } else { Governed::GetPrompt };
                 let mut call = self.call(host, governed, &name, arguments.as_ref(), None);
-                let target = self.govern(&mut call).await?;
+                let target = self.govern(&mut call, trail.as_deref_mut()).await?;
                 if let (Governed::CallTool, Some(session)) = (governed, &host.session) {
                     session.count_call();
                 }
@@ -498,6 +642,9 @@ impl Gateway {
                 let headers = param_headers(&target, &p);
                 let mut rewritten = p;
                 rewritten.insert_str("name", &target.name);
+                if let Some(t) = &trail {
+                    set_traceparent(&mut rewritten, &t.traceparent());
+                }
                 let params = rewritten.to_raw();
                 let reply = self
                     .forward(
@@ -542,12 +689,19 @@ impl Gateway {
                 let uri = p
                     .get_str("uri")
                     .ok_or_else(|| GatewayError::invalid("missing_uri", "params.uri must be a string"))?;
+                self.note_request(trail.as_deref_mut(), &p, &uri, "");
                 let target = self.resource_target(host, &uri).await?;
                 let mut call = self.call(host, Governed::ReadResource, &uri, None, Some(target));
-                let target = self.govern(&mut call).await?;
+                let target = self.govern(&mut call, trail.as_deref_mut()).await?;
                 if let Some(binding) = self.parked_binding(host, method, &uri, &p) {
                     return self.resume(host, binding, &p, related).await;
                 }
+                let traced = trail.as_ref().map(|t| {
+                    let mut p = p.clone();
+                    set_traceparent(&mut p, &t.traceparent());
+                    p.to_raw()
+                });
+                let params = traced.as_deref().or(params);
                 self.forward(host, &target, Forward { method, params, name: Some(&uri), param_headers: &[] }, related)
                     .await
             }
@@ -556,6 +710,8 @@ impl Gateway {
                 let reference = p
                     .get_object("ref")
                     .ok_or_else(|| GatewayError::invalid("missing_ref", "params.ref must be an object"))?;
+                let label = reference.get_str("name").or_else(|| reference.get_str("uri")).unwrap_or_default();
+                self.note_request(trail.as_deref_mut(), &p, &label, "argument");
                 let argument = self.arguments_of(&p, "argument")?;
                 let (target, rewritten) = match reference.get_str("type").as_deref() {
                     Some("ref/prompt") => {
@@ -563,11 +719,14 @@ impl Gateway {
                             .get_str("name")
                             .ok_or_else(|| GatewayError::invalid("missing_name", "params.ref.name must be a string"))?;
                         let mut call = self.call(host, Governed::Complete, &name, argument.as_ref(), None);
-                        let target = self.govern(&mut call).await?;
+                        let target = self.govern(&mut call, trail.as_deref_mut()).await?;
                         let mut reference = reference;
                         reference.insert_str("name", &target.name);
                         let mut p = p;
                         p.insert_object("ref", &reference);
+                        if let Some(t) = &trail {
+                            set_traceparent(&mut p, &t.traceparent());
+                        }
                         (target, p.to_raw())
                     }
                     Some("ref/resource") => {
@@ -576,7 +735,12 @@ impl Gateway {
                             .ok_or_else(|| GatewayError::invalid("missing_uri", "params.ref.uri must be a string"))?;
                         let target = self.resource_target(host, &uri).await?;
                         let mut call = self.call(host, Governed::Complete, &uri, argument.as_ref(), Some(target));
-                        (self.govern(&mut call).await?, p.to_raw())
+                        let target = self.govern(&mut call, trail.as_deref_mut()).await?;
+                        let mut p = p;
+                        if let Some(t) = &trail {
+                            set_traceparent(&mut p, &t.traceparent());
+                        }
+                        (target, p.to_raw())
                     }
                     _ => {
                         return Err(GatewayError::invalid(
@@ -717,7 +881,43 @@ impl Gateway {
     /// Runs the pipeline on a governed request. When a stage needs the upstream's current
     /// metadata (nothing seen of the item since the upstream connected), the upstream is
     /// observed and the pipeline runs once more; then what is still unknown is refused.
-    async fn govern(&self, call: &mut CallContext<'_>) -> Result<Target, GatewayError> {
+    async fn govern(&self, call: &mut CallContext<'_>, trail: Option<&mut CallTrail>) -> Result<Target, GatewayError> {
+        let outcome = self.run_pipeline(call).await;
+        let Some(trail) = trail else { return outcome };
+        if let Some(target) = outcome.as_ref().ok().or(call.target.as_ref()) {
+            trail.server.clone_from(&target.upstream.settings.name);
+            trail.item.clone_from(&target.name);
+            trail.tier = self.registry.as_ref().and_then(|r| r.facts(&trail.server, &trail.item)).map(|f| f.risk_tier);
+            if let Some(facts) = target.upstream.tool(&target.name) {
+                trail.read_only = facts.read_only;
+                trail.destructive = facts.destructive;
+            }
+        }
+        trail.decision = call.decision.as_ref().map(decision_facts);
+        let target = outcome?;
+        if self.audit.as_ref().is_some_and(|a| a.refuses(trail.tier)) {
+            return Err(GatewayError::Denied(Denied::new(
+                "audit",
+                "audit_unavailable",
+                "the audit trail cannot record calls right now; calls of this risk tier are refused until it can",
+            )));
+        }
+        Ok(target)
+    }
+
+    /// Notes what a governed request names and carries, for its audit record.
+    fn note_request(&self, trail: Option<&mut CallTrail>, p: &RawObject, name: &str, arguments_field: &str) {
+        let (Some(trail), Some(audit)) = (trail, &self.audit) else { return };
+        trail.adopt_meta(p);
+        trail.name = name.to_owned();
+        if let Some(raw) = p.get(arguments_field).filter(|_| !arguments_field.is_empty()) {
+            let settings = audit.settings();
+            trail.arguments = Some(recorded_arguments(raw.get(), &settings.redact_fields, settings.max_argument_bytes));
+        }
+    }
+
+    /// The pipeline, with one observation of the upstream when a stage needs it.
+    async fn run_pipeline(&self, call: &mut CallContext<'_>) -> Result<Target, GatewayError> {
         if let Err(stop) = self.pipeline.run(call, false) {
             match stop {
                 Stop::Denied(denied) => return Err(GatewayError::Denied(denied)),
@@ -970,6 +1170,9 @@ impl Gateway {
                     items.push(item);
                 }
             }
+        }
+        if let Some(audit) = &self.audit {
+            audit.record(Kind::List, list_entry(host, kind, &items)).await;
         }
         let mut result = RawObject::default();
         result.insert(kind.field(), &items);
@@ -1368,6 +1571,205 @@ impl Gateway {
     }
 }
 
+/// How a governed request ended, for its audit record.
+struct Summary {
+    /// The record's outcome word.
+    outcome: &'static str,
+    bytes: usize,
+    reason: Option<&'static str>,
+    stage: Option<&'static str>,
+    message: Option<String>,
+    policies: Vec<String>,
+}
+
+impl Summary {
+    fn of(outcome: &Result<Reply, GatewayError>) -> Summary {
+        let blank = |outcome| Summary { outcome, bytes: 0, reason: None, stage: None, message: None, policies: vec![] };
+        match outcome {
+            Ok(Reply::Result(r)) => {
+                let obj = RawObject::parse(r);
+                let is_error = obj.as_ref().and_then(|o| o.get("isError")).is_some_and(|v| v.get() == "true");
+                let word = if is_error {
+                    "tool_error"
+                } else if is_input_required(r) {
+                    "input_required"
+                } else {
+                    "ok"
+                };
+                Summary { bytes: r.get().len(), ..blank(word) }
+            }
+            Ok(Reply::UpstreamError(e)) => Summary { bytes: e.get().len(), ..blank("upstream_error") },
+            Err(e) => {
+                let word = match e {
+                    GatewayError::Denied(d) => match d.stage {
+                        "approval" => "approval_required",
+                        "validate" | "route" => "invalid",
+                        "audit" => "refused",
+                        _ => "denied",
+                    },
+                    GatewayError::Upstream { .. } => "failed",
+                    GatewayError::InvalidParams { .. }
+                    | GatewayError::MethodNotFound(_)
+                    | GatewayError::ResourceNotFound(_) => "invalid",
+                    GatewayError::SessionNotFound | GatewayError::Internal(_) => "error",
+                };
+                let (stage, policies) = match e {
+                    GatewayError::Denied(d) => (
+                        Some(d.stage),
+                        match &d.detail {
+                            crate::error::Detail::Policy(ids) => ids.clone(),
+                            _ => Vec::new(),
+                        },
+                    ),
+                    _ => (None, Vec::new()),
+                };
+                Summary { reason: Some(e.reason()), stage, message: Some(e.to_string()), policies, ..blank(word) }
+            }
+        }
+    }
+}
+
+/// The audit record of a governed request.
+fn call_entry(host: &Host, method: &str, trail: CallTrail, s: &Summary, error_code: Option<i32>) -> Entry {
+    let client = trail.client.or_else(|| {
+        host.session.as_ref().and_then(|x| x.client_info.get()).and_then(|c| serde_json::from_str(c.get()).ok())
+    });
+    let body = serde_json::json!({
+        "method": method,
+        "name": trail.name,
+        "route": host.route.path(),
+        "protocol": host.version.as_str(),
+        "session": session_tag(host),
+        "client": client,
+        "principal": principal_facts(&host.principal),
+        "risk_tier": trail.tier.map(|t| t.as_str()),
+        "annotations": {"read_only": trail.read_only, "destructive": trail.destructive},
+        "arguments": trail.arguments,
+        "approval": {"state": "none"},
+        "decision": trail.decision,
+        "refusal": s.stage.map(|stage| serde_json::json!({
+            "stage": stage,
+            "reason": s.reason,
+            "message": s.message,
+            "policies": s.policies,
+        })),
+        "result": {
+            "class": s.outcome,
+            "bytes": s.bytes,
+            "error_code": error_code,
+            "error_reason": if s.stage.is_none() { s.reason } else { None },
+            "error": if s.stage.is_none() { s.message.as_deref() } else { None },
+        },
+        "latency_us": u64::try_from(trail.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+    Entry {
+        time_ms: trail.time_ms,
+        kind: Kind::Call.as_str().to_owned(),
+        correlation: trail.trace.trace_id,
+        request: trail.span,
+        parent: trail.trace.parent_id,
+        principal: host.principal.id.clone(),
+        server: trail.server,
+        item: trail.item,
+        outcome: s.outcome.to_owned(),
+        body: body.to_string(),
+    }
+}
+
+/// The audit record of a list: what the host was shown.
+fn list_entry(host: &Host, kind: ListKind, items: &[Box<RawValue>]) -> Entry {
+    let key = match kind {
+        ListKind::Tools | ListKind::Prompts => "name",
+        ListKind::Resources => "uri",
+        ListKind::ResourceTemplates => "uriTemplate",
+    };
+    let names: Vec<String> =
+        items.iter().filter_map(|i| RawObject::parse(i).and_then(|o| o.get_str(key))).take(1000).collect();
+    let trace = host_trace(host);
+    let body = serde_json::json!({
+        "method": kind.method(),
+        "route": host.route.path(),
+        "session": session_tag(host),
+        "count": items.len(),
+        "visible": names,
+    });
+    Entry {
+        time_ms: now_ms(),
+        kind: Kind::List.as_str().to_owned(),
+        correlation: trace.trace_id,
+        request: span_id(),
+        parent: trace.parent_id,
+        principal: host.principal.id.clone(),
+        server: String::new(),
+        item: String::new(),
+        outcome: "ok".to_owned(),
+        body: body.to_string(),
+    }
+}
+
+/// An event no host caused, in a trace of its own.
+fn system_entry(kind: Kind, server: &str, item: &str, outcome: &str, body: &serde_json::Value) -> Entry {
+    let trace = TraceContext::root();
+    Entry {
+        time_ms: now_ms(),
+        kind: kind.as_str().to_owned(),
+        correlation: trace.trace_id,
+        request: span_id(),
+        parent: String::new(),
+        principal: String::new(),
+        server: server.to_owned(),
+        item: item.to_owned(),
+        outcome: outcome.to_owned(),
+        body: body.to_string(),
+    }
+}
+
+/// The trace a host's request belongs to: the one its HTTP request named, else its legacy
+/// session's, else a new one.
+fn host_trace(host: &Host) -> TraceContext {
+    match (&host.trace, &host.session) {
+        (Some(t), _) => t.clone(),
+        (None, Some(s)) => TraceContext::of_session(&s.id),
+        (None, None) => TraceContext::root(),
+    }
+}
+
+/// What a record says of a principal beyond its id.
+fn principal_facts(p: &Principal) -> serde_json::Value {
+    serde_json::json!({
+        "kind": p.kind.as_str(),
+        "groups": p.groups,
+        "tenant": p.tenant,
+        "auth": match &p.method {
+            portcullis_identity::AuthMethod::Jwt { issuer } => serde_json::json!({"method": "jwt", "issuer": issuer}),
+            portcullis_identity::AuthMethod::ApiKey { key_id } => serde_json::json!({"method": "api_key", "key_id": key_id}),
+            portcullis_identity::AuthMethod::Local => serde_json::json!({"method": "local"}),
+            portcullis_identity::AuthMethod::None => serde_json::json!({"method": "none"}),
+        },
+    })
+}
+
+/// A legacy session, named in records by a digest of its id (the id itself admits its bearer).
+fn session_tag(host: &Host) -> Option<String> {
+    use sha2::Digest;
+    host.session.as_ref().map(|s| hex::encode(&sha2::Sha256::digest(s.id.as_bytes())[..8]))
+}
+
+/// A policy decision as recorded.
+fn decision_facts(d: &portcullis_policy::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": format!("{:?}", d.outcome).to_lowercase(),
+        "reason": d.reason,
+        "policies": d.policies,
+        "errors": d.errors,
+        "shadow": d.shadow.iter().map(|s| serde_json::json!({
+            "set": s.name,
+            "outcome": format!("{:?}", s.outcome).to_lowercase(),
+            "policies": s.policies,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// What one upstream call is about: who asked, where it goes, where related messages go.
 #[derive(Clone, Copy)]
 struct Scope<'a> {
@@ -1546,18 +1948,27 @@ async fn resolve_credentials(config: &UpstreamCredentials) -> Result<Credentials
 
 /// Follows the policy files: a valid change is swapped in; an invalid one is reported and the
 /// running sets stay.
-async fn follow_policy(policy: std::sync::Weak<PolicyControl>) {
+async fn follow_policy(policy: std::sync::Weak<PolicyControl>, audit: Option<Arc<Auditor>>) {
     loop {
         let Some(interval) = policy.upgrade().map(|p| p.reload_interval()) else { return };
         tokio::time::sleep(interval).await;
         let Some(p) = policy.upgrade() else { return };
-        match p.reload_if_changed() {
-            Ok(true) => tracing::info!(target: "portcullis::policy", "policy changed; new sets in force"),
-            Ok(false) => {}
-            Err(e) => tracing::error!(
-                target: "portcullis::policy",
-                "the changed policy does not validate; the running sets stay in force:\n{e}"
-            ),
+        let (outcome, body) = match p.reload_if_changed() {
+            Ok(true) => {
+                tracing::info!(target: "portcullis::policy", "policy changed; new sets in force");
+                ("changed", serde_json::json!({}))
+            }
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(
+                    target: "portcullis::policy",
+                    "the changed policy does not validate; the running sets stay in force:\n{e}"
+                );
+                ("rejected", serde_json::json!({"error": e.to_string()}))
+            }
+        };
+        if let Some(audit) = &audit {
+            audit.record(Kind::PolicyChanged, system_entry(Kind::PolicyChanged, "", "", outcome, &body)).await;
         }
     }
 }
@@ -1659,6 +2070,8 @@ async fn follow_registry(gateway: std::sync::Weak<Gateway>, registry: Arc<Regist
         let Some(g) = gateway.upgrade() else { return };
         match registry.reload().await {
             Ok(true) => {
+                let body = serde_json::json!({"revision": registry.revision()});
+                g.system_event(Kind::RegistryChanged, "", "", "changed", body).await;
                 if let Err(e) = g.reconcile().await {
                     tracing::error!(error = %e, "cannot apply the registry's change");
                 }
@@ -1790,6 +2203,8 @@ impl Gateway {
             MessageKind::Notification { method, params } => {
                 let event = if let Some(kind) = ListKind::from_notification(method) {
                     upstream.lists.invalidate(Some(kind));
+                    let body = serde_json::json!({"list": kind.method()});
+                    self.system_event(Kind::UpstreamListChanged, &upstream.settings.name, "", "changed", body).await;
                     RouteEvent::ListChanged(kind)
                 } else if method == "notifications/resources/updated" {
                     // The upstream's own subscription id means nothing to hosts.

@@ -2,6 +2,7 @@
 //! the pipeline of controls, and the host-facing listeners (HTTP and stdio).
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod downstream;
 pub mod error;

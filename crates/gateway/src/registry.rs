@@ -96,6 +96,8 @@ pub struct Registry {
     verified: Mutex<HashMap<String, ItemHashes>>,
     /// Name and pin hash of each distinct item text seen (see [`Registry::hashed`]).
     hashes: Mutex<HashMemo>,
+    /// Where quarantines are recorded.
+    auditor: std::sync::OnceLock<Arc<crate::audit::Auditor>>,
 }
 
 /// Name and pin hash by (kind, exact item text).
@@ -144,10 +146,21 @@ impl Registry {
             written: Mutex::new(HashSet::new()),
             verified: Mutex::new(HashMap::new()),
             hashes: Mutex::new(HashMap::new()),
+            auditor: std::sync::OnceLock::new(),
         });
         registry.seed().await?;
         registry.reload().await.map_err(|e| format!("registry store: {e}"))?;
         Ok(registry)
+    }
+
+    /// Records quarantines in this audit trail from now on.
+    pub fn set_auditor(&self, auditor: Arc<crate::audit::Auditor>) {
+        let _ = self.auditor.set(auditor);
+    }
+
+    /// The store revision of the snapshot in force.
+    pub fn revision(&self) -> i64 {
+        self.current().revision
     }
 
     /// The enforcement mode.
@@ -448,6 +461,37 @@ impl Registry {
             severity = ?max_severity(&findings),
             "metadata differs from the approval; quarantined until approved\n{diff}"
         );
+        if let Some(auditor) = self.auditor.get() {
+            let kind = portcullis_audit::Kind::DriftQuarantined;
+            let body = serde_json::json!({
+                "entry": entry.name,
+                "kind": observed.kind.as_str(),
+                "change": format!("{change:?}").to_lowercase(),
+                "approved_hash": old_hash,
+                "observed_hash": observed.hash,
+                "severity": max_severity(&findings).map(|s| format!("{s:?}").to_lowercase()),
+                "findings": findings.len(),
+            });
+            let entry = portcullis_audit::Entry {
+                time_ms: now_ms(),
+                kind: kind.as_str().to_owned(),
+                correlation: crate::audit::trace::TraceContext::root().trace_id,
+                request: crate::audit::trace::span_id(),
+                parent: String::new(),
+                principal: String::new(),
+                server: entry.governance.upstream.clone(),
+                item: observed.name.clone(),
+                outcome: match change {
+                    DriftChange::Changed => "quarantined",
+                    DriftChange::New => "unapproved",
+                    DriftChange::Removed => "removed",
+                    DriftChange::Returned => "returned",
+                }
+                .to_owned(),
+                body: body.to_string(),
+            };
+            auditor.record(kind, entry).await;
+        }
         let drift = DriftRecord {
             id: 0,
             server: entry.name.clone(),

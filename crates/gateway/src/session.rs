@@ -122,6 +122,8 @@ pub struct Session {
     log_level: Mutex<Option<String>>,
     /// Tool calls the controls let through on this session (policies read it as `sessionCalls`).
     calls: AtomicU64,
+    /// The host's `clientInfo` from `initialize`, for the audit trail.
+    pub client_info: std::sync::OnceLock<Box<RawValue>>,
     pub closed: CancellationToken,
 }
 
@@ -165,6 +167,7 @@ impl Session {
             capabilities,
             principal,
             calls: AtomicU64::new(0),
+            client_info: std::sync::OnceLock::new(),
             last_seen: Mutex::new(Instant::now()),
             next_stream: AtomicU64::new(1),
             streams: Mutex::new(streams),

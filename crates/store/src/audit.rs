@@ -33,8 +33,10 @@ pub struct AuditQuery {
     pub since_ms: Option<i64>,
     /// Records before this time.
     pub until_ms: Option<i64>,
-    /// At most this many records, the oldest first.
+    /// At most this many records.
     pub limit: u32,
+    /// The newest first (else the oldest first).
+    pub newest_first: bool,
 }
 
 /// Runs `$body` in one transaction bound to `$tx`, committed when it succeeds.
@@ -156,7 +158,7 @@ impl Store {
         Ok(rows.into_iter().map(record_from).collect())
     }
 
-    /// Records matching a query, the oldest first.
+    /// Records matching a query, in time order.
     pub async fn search_audit(&self, q: &AuditQuery) -> Result<Vec<Record>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM audit_records WHERE 1 = 1");
         let mut texts: Vec<&str> = Vec::new();
@@ -176,10 +178,11 @@ impl Store {
         }
         let n = texts.len();
         sql.push_str(&format!(
-            " AND time_ms >= ${} AND time_ms < ${} ORDER BY time_ms, stream, seq LIMIT ${}",
+            " AND time_ms >= ${} AND time_ms < ${} ORDER BY time_ms {order}, stream {order}, seq {order} LIMIT ${}",
             n + 1,
             n + 2,
-            n + 3
+            n + 3,
+            order = if q.newest_first { "DESC" } else { "ASC" },
         ));
         let rows: Vec<RecordRow> = on_pool!(self, |pool| {
             let mut query = sqlx::query_as(&sql);

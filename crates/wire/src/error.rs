@@ -44,6 +44,9 @@ impl ErrorCode {
     pub const UNAUTHENTICATED: Self = Self(-31013);
     /// Gateway: the host's token lacks a scope this gateway requires (HTTP 403).
     pub const INSUFFICIENT_SCOPE: Self = Self(-31014);
+    /// Gateway: the audit trail cannot record the call (its store is down and the call's tier
+    /// may not wait in the spool), so the call is refused or its result withheld.
+    pub const AUDIT_UNAVAILABLE: Self = Self(-31020);
 }
 
 /// A JSON-RPC error object.

@@ -25,6 +25,7 @@ use portcullis_wire::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::trace::TraceContext;
 use crate::config::ListenSettings;
 use crate::downstream::listen::{Filter, feed_session, run_subscription};
 use crate::gateway::{Gateway, Host};
@@ -91,7 +92,8 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
         _ => None,
     };
     let (parts, body) = req.into_parts();
-    let caller = Caller { principal, credential };
+    let trace = header_str(&parts.headers, "traceparent").and_then(TraceContext::parse);
+    let caller = Caller { principal, credential, trace };
     match parts.method {
         Method::POST => post(&st, route, &parts.headers, body, caller).await,
         Method::GET => get(&st, &route, &parts.headers, &caller.principal),
@@ -156,6 +158,8 @@ fn strip_port(host: &str) -> &str {
 struct Caller {
     principal: Arc<Principal>,
     credential: Option<Arc<Secret>>,
+    /// The request's W3C `traceparent` header, when valid.
+    trace: Option<TraceContext>,
 }
 
 /// A route's protected-resource metadata (RFC 9728); the bare well-known path answers for a
@@ -207,7 +211,7 @@ fn owned_session(st: &HttpState, id: &str, route: &Arc<Route>, principal: &Princ
 }
 
 async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body, caller: Caller) -> Response {
-    let Caller { principal, credential } = caller;
+    let Caller { principal, credential, trace } = caller;
     let limit = st.gateway.config.gateway.max_body_bytes;
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -237,19 +241,19 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     };
     let message = match parse_body(&bytes) {
         Err(e) => return rpc_status(StatusCode::BAD_REQUEST, e.id(), &e.to_rpc_error()),
-        Ok(WireBody::Batch(items)) => return batch(st, session, items, credential).await,
+        Ok(WireBody::Batch(items)) => return batch(st, session, items, credential, trace).await,
         Ok(WireBody::Single(m)) => m,
     };
     if let Some(session) = session {
         if let Some(resp) = check_legacy_version(headers, &session) {
             return resp;
         }
-        return legacy(st, session, message, credential).await;
+        return legacy(st, session, message, credential, trace).await;
     }
     let version_header = header_str(headers, header::PROTOCOL_VERSION);
     let modern_header = version_header.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Modern);
     if message.method() == Some("initialize") && !modern_header {
-        return initialize(st, route, &message, principal).await;
+        return initialize(st, route, &message, principal, trace).await;
     }
     let body_version = message
         .params()
@@ -260,7 +264,9 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     let modern_marker = matches!(parsed_header, Some(Some(v)) if v.era() == Era::Modern) || body_version.is_some();
     match parsed_header {
         Some(None) if !modern_marker => unsupported_version(message.id(), version_header.unwrap_or_default()),
-        _ if modern_marker => modern(st, route, headers, message, body_version, Caller { principal, credential }).await,
+        _ if modern_marker => {
+            modern(st, route, headers, message, body_version, Caller { principal, credential, trace }).await
+        }
         _ => rpc_status(
             StatusCode::BAD_REQUEST,
             message.id(),
@@ -301,7 +307,13 @@ fn check_legacy_version(headers: &HeaderMap, session: &Session) -> Option<Respon
     }
 }
 
-async fn initialize(st: &HttpState, route: Arc<Route>, message: &Message, principal: Arc<Principal>) -> Response {
+async fn initialize(
+    st: &HttpState,
+    route: Arc<Route>,
+    message: &Message,
+    principal: Arc<Principal>,
+    trace: Option<TraceContext>,
+) -> Response {
     let MessageKind::Request { id, params, .. } = &message.kind else {
         return rpc_status(
             StatusCode::BAD_REQUEST,
@@ -321,6 +333,10 @@ async fn initialize(st: &HttpState, route: Arc<Route>, message: &Message, princi
     let version = ProtocolVersion::negotiate_legacy(&requested);
     let capabilities = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
     let session = st.sessions.create(Arc::clone(&route), version, capabilities, principal);
+    if let Some(client) = p.get("clientInfo") {
+        let _ = session.client_info.set(client.to_owned());
+    }
+    st.gateway.session_opened(&legacy_host(&session, None, trace), None).await;
     tokio::spawn(feed_session(Arc::clone(&st.gateway), Arc::clone(&session)));
     let result = st.gateway.initialize_result(&route, version).await;
     let mut resp = json(StatusCode::OK, result_bytes(Some(id), &result));
@@ -336,6 +352,7 @@ async fn batch(
     session: Option<Arc<Session>>,
     items: Vec<Result<Message, portcullis_wire::ParseError>>,
     credential: Option<Arc<Secret>>,
+    trace: Option<TraceContext>,
 ) -> Response {
     let Some(session) = session.filter(|s| s.version.allows_batches()) else {
         return rpc_status(
@@ -348,7 +365,7 @@ async fn batch(
             .with_reason("batch_not_allowed"),
         );
     };
-    let host = legacy_host(&session, credential);
+    let host = legacy_host(&session, credential, trace);
     let (tx, _rx) = mpsc::channel(64);
     let mut responses: Vec<Vec<u8>> = Vec::new();
     for item in items {
@@ -376,7 +393,7 @@ async fn batch(
     json(StatusCode::OK, body)
 }
 
-fn legacy_host(session: &Arc<Session>, credential: Option<Arc<Secret>>) -> Host {
+fn legacy_host(session: &Arc<Session>, credential: Option<Arc<Secret>>, trace: Option<TraceContext>) -> Host {
     Host {
         route: Arc::clone(&session.route),
         version: session.version,
@@ -384,6 +401,7 @@ fn legacy_host(session: &Arc<Session>, credential: Option<Arc<Secret>>) -> Host 
         capabilities: None,
         principal: Arc::clone(&session.principal),
         credential,
+        trace,
     }
 }
 
@@ -392,8 +410,14 @@ enum Out {
     Final(Vec<u8>),
 }
 
-async fn legacy(st: &HttpState, session: Arc<Session>, message: Message, credential: Option<Arc<Secret>>) -> Response {
-    let host = legacy_host(&session, credential);
+async fn legacy(
+    st: &HttpState,
+    session: Arc<Session>,
+    message: Message,
+    credential: Option<Arc<Secret>>,
+    trace: Option<TraceContext>,
+) -> Response {
+    let host = legacy_host(&session, credential, trace);
     let (id, method, params) = match message.kind {
         MessageKind::Response { .. } => {
             session.answer(message);
@@ -522,7 +546,7 @@ async fn modern(
     body_version: Option<String>,
     caller: Caller,
 ) -> Response {
-    let Caller { principal, credential } = caller;
+    let Caller { principal, credential, trace } = caller;
     let (id, method, params) = match message.kind {
         MessageKind::Request { id, method, params } => (id, method, params),
         // 2026-07-28 defines no client notifications over HTTP; accept and ignore them.
@@ -623,6 +647,7 @@ async fn modern(
         capabilities: Some(capabilities),
         principal,
         credential,
+        trace,
     };
     if method == "subscriptions/listen" {
         let Some(filter) = Filter::parse(params.as_deref()) else {

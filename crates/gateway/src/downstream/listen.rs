@@ -45,6 +45,7 @@ pub async fn feed_session(gateway: Arc<Gateway>, session: Arc<Session>) {
         capabilities: None,
         principal: Arc::clone(&session.principal),
         credential: None,
+        trace: None,
     };
     for uri in session.take_subscriptions() {
         gateway.unsubscribe_resource(&host, &uri).await;

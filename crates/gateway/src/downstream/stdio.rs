@@ -120,6 +120,7 @@ impl Connection {
             version: s.version,
             principal: Arc::clone(&s.principal),
             credential: None,
+            trace: None,
             session: Some(s),
             capabilities: None,
         })
@@ -154,6 +155,7 @@ impl Connection {
                 capabilities: Some(caps),
                 principal: Arc::clone(&self.principal),
                 credential: None,
+                trace: None,
             }
         } else if let Some(host) = self.legacy_host() {
             host
@@ -233,7 +235,13 @@ impl Connection {
         let version = ProtocolVersion::negotiate_legacy(&requested);
         let caps = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
         let session = Session::standalone(Arc::clone(&self.route), version, caps, Arc::clone(&self.principal));
+        if let Some(client) = p.get("clientInfo") {
+            let _ = session.client_info.set(client.to_owned());
+        }
         *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&session));
+        if let Some(host) = self.legacy_host() {
+            self.gateway.session_opened(&host, None).await;
+        }
         tokio::spawn(feed_session(Arc::clone(&self.gateway), Arc::clone(&session)));
         // The listening stream of a stdio session is stdout itself.
         if let Some(log) = session.stream(LISTEN_STREAM) {

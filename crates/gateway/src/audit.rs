@@ -1,0 +1,549 @@
+//! The audit trail as the gateway writes it: one writer task per gateway that takes events from
+//! every request, commits them in batches (group commit) to the store's hash-chained streams,
+//! signs checkpoints, prunes by retention, and exports committed records as JSON lines.
+//!
+//! A governed call's record is durable before the host gets the call's response: the request
+//! waits for the batch holding its record to commit (or, when the store fails and the call's
+//! tier may spool, to be written and synced to the local spool file, replayed into the store in
+//! order once it is back). Other events (sessions, lists, upstream and registry changes) join
+//! the same batches without anyone waiting on them.
+
+pub mod call;
+pub mod report;
+pub mod trace;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use portcullis_audit::{Entry, Kind, Partition, Record, SigningKey};
+use portcullis_registry::model::RiskTier;
+use portcullis_store::{Store, StoreError};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::secret::SecretRef;
+
+/// At most this many events are committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Events waiting for the writer; beyond this, senders wait (backpressure, never loss).
+const QUEUE: usize = 16_384;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+/// `[audit]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// `sqlite://…` or `postgres://…`.
+    pub store: String,
+    /// The first part of this gateway's stream names (`<instance>/calls`…).
+    pub instance: String,
+    /// The Ed25519 key checkpoints are signed with (unsigned checkpoints without one).
+    pub signing_key: Option<SecretRef>,
+    pub checkpoint_interval: Duration,
+    /// What happens to records the store cannot take.
+    pub on_store_failure: StoreFailure,
+    /// With `spool`, calls on these tiers are still refused while the store is down.
+    pub fail_closed_tiers: Vec<RiskTier>,
+    /// Where records wait while the store is down.
+    pub spool: PathBuf,
+    /// Argument fields whose names contain one of these (case-insensitive) are recorded redacted.
+    pub redact_fields: Vec<String>,
+    /// Arguments larger than this (as JSON) are recorded as their size and SHA-256 only.
+    pub max_argument_bytes: usize,
+    /// Where committed records are also written as JSON lines.
+    pub export: Option<Export>,
+    /// How long each partition's records are kept (forever when absent).
+    pub retention: BTreeMap<Partition, Duration>,
+}
+
+/// What happens to records when the store cannot take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Refuse every governed call until the store is back.
+    FailClosed,
+    /// Write records to the local spool file and replay them later (calls on
+    /// `fail_closed_tiers` are still refused).
+    Spool,
+}
+
+/// A JSON-lines export of committed records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Export {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Why a record could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit trail cannot record this: {0}")]
+pub struct AuditError(String);
+
+/// One event for the writer.
+struct Job {
+    partition: Partition,
+    entry: Entry,
+    /// Told once the record is durable (or cannot be made so).
+    done: Option<oneshot::Sender<Result<(), AuditError>>>,
+    /// Whether the record may go to the spool when the store fails.
+    may_spool: bool,
+}
+
+/// The gateway's audit trail.
+pub struct Auditor {
+    tx: mpsc::Sender<Job>,
+    settings: AuditSettings,
+    /// False from a failed commit until the next successful one.
+    healthy: Arc<AtomicBool>,
+    closed: tokio_util::sync::CancellationToken,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Auditor {
+    /// Opens the store, reads the signing key, and starts the writer.
+    pub async fn start(settings: AuditSettings) -> Result<Arc<Auditor>, String> {
+        let store = Store::connect(&settings.store).await.map_err(|e| format!("audit store: {e}"))?;
+        let key = match &settings.signing_key {
+            Some(reference) => {
+                let secret = reference.resolve().await.map_err(|e| format!("audit.signing_key: {e}"))?;
+                Some(SigningKey::parse(secret.expose()).map_err(|e| format!("audit.signing_key: {e}"))?)
+            }
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let closed = tokio_util::sync::CancellationToken::new();
+        let exporter = match &settings.export {
+            Some(export) => Some(Exporter::start(export.clone()).await?),
+            None => None,
+        };
+        let writer = Writer {
+            store,
+            key,
+            settings: settings.clone(),
+            healthy: Arc::clone(&healthy),
+            heads: HashMap::new(),
+            signed: HashMap::new(),
+            exporter,
+            spooled: tokio::fs::metadata(&settings.spool).await.is_ok_and(|m| m.len() > 0),
+        };
+        let handle = tokio::spawn(writer.run(rx, closed.clone()));
+        Ok(Arc::new(Auditor { tx, settings, healthy, closed, writer: tokio::sync::Mutex::new(Some(handle)) }))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &AuditSettings {
+        &self.settings
+    }
+
+    /// Whether the last commit succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call on this tier must be refused now: the store is failing and its records may
+    /// not wait in the spool.
+    pub fn refuses(&self, tier: Option<RiskTier>) -> bool {
+        !self.healthy() && !self.may_spool(tier)
+    }
+
+    fn may_spool(&self, tier: Option<RiskTier>) -> bool {
+        match self.settings.on_store_failure {
+            StoreFailure::FailClosed => false,
+            // An item the registry knows nothing of is treated as the riskiest.
+            StoreFailure::Spool => tier.is_some_and(|t| !self.settings.fail_closed_tiers.contains(&t)),
+        }
+    }
+
+    /// Records an event without waiting for it to be written.
+    pub async fn record(&self, kind: Kind, entry: Entry) {
+        let job = Job { partition: kind.partition(), entry, done: None, may_spool: true };
+        if self.tx.send(job).await.is_err() {
+            tracing::error!(kind = %kind, "audit writer stopped; event lost");
+        }
+    }
+
+    /// Records an event and waits until it is durable.
+    pub async fn record_durably(&self, kind: Kind, entry: Entry, tier: Option<RiskTier>) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        let job = Job { partition: kind.partition(), entry, done: Some(done), may_spool: self.may_spool(tier) };
+        self.tx.send(job).await.map_err(|_| AuditError("the audit writer stopped".to_owned()))?;
+        wait.await.map_err(|_| AuditError("the audit writer stopped".to_owned()))?
+    }
+
+    /// Writes what is queued, signs a last checkpoint, and stops the writer.
+    pub async fn close(&self) {
+        self.closed.cancel();
+        if let Some(handle) = self.writer.lock().await.take() {
+            let _ = handle.await;
+        }
+    }
+
+    /// The stream a partition's events go to.
+    pub fn stream(&self, partition: Partition) -> String {
+        partition.stream(&self.settings.instance)
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    store: Store,
+    key: Option<SigningKey>,
+    settings: AuditSettings,
+    healthy: Arc<AtomicBool>,
+    /// The last record this writer committed on each stream.
+    heads: HashMap<String, (i64, String)>,
+    /// The last sequence number checkpointed on each stream.
+    signed: HashMap<String, i64>,
+    exporter: Option<Exporter>,
+    /// Whether the spool file may hold records not yet in the store.
+    spooled: bool,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, closed: tokio_util::sync::CancellationToken) {
+        let mut checkpoint = tokio::time::interval(self.settings.checkpoint_interval);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retention = tokio::time::interval(RETENTION_EVERY);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                job = rx.recv() => {
+                    let Some(job) = job else { break };
+                    let mut jobs = vec![job];
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(jobs).await;
+                }
+                _ = checkpoint.tick() => {
+                    if self.spooled {
+                        self.replay().await;
+                    }
+                    self.checkpoint().await;
+                }
+                _ = retention.tick() => self.retain().await,
+                _ = closed.cancelled() => {
+                    rx.close();
+                    while let Some(job) = rx.recv().await {
+                        let mut jobs = vec![job];
+                        while jobs.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(job) => jobs.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        self.commit(jobs).await;
+                    }
+                    break;
+                }
+            }
+        }
+        self.checkpoint().await;
+        if let Some(exporter) = self.exporter.take() {
+            exporter.close().await;
+        }
+    }
+
+    /// Commits a batch, or spools it when the store fails, and tells the waiting requests.
+    async fn commit(&mut self, jobs: Vec<Job>) {
+        if self.spooled {
+            self.replay().await;
+        }
+        let outcome = if self.spooled {
+            // Records still in the spool go first: these wait behind them.
+            Err(StoreError::Backend("earlier records are still spooled".to_owned()))
+        } else {
+            self.store.append_audit(&batch(&self.settings.instance, jobs.iter())).await
+        };
+        match outcome {
+            Ok(records) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                self.committed(&records);
+                for job in jobs {
+                    if let Some(done) = job.done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "audit store failed; spooling what may wait, refusing the rest");
+                }
+                let (spool, refuse): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.may_spool);
+                for job in refuse {
+                    if let Some(done) = job.done {
+                        let _ = done.send(Err(AuditError(format!("the audit store is unavailable: {e}"))));
+                    }
+                }
+                let written = self.spool(&spool).await;
+                for job in spool {
+                    if let Some(done) = job.done {
+                        let _ = done.send(written.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn committed(&mut self, records: &[Record]) {
+        for r in records {
+            self.heads.insert(r.stream.clone(), (r.seq, r.hash.clone()));
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.send(records);
+        }
+    }
+
+    /// Appends jobs to the spool file and syncs it.
+    async fn spool(&mut self, jobs: &[Job]) -> Result<(), AuditError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let text = spool_lines(jobs);
+        let result = async {
+            let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.settings.spool).await?;
+            file.write_all(text.as_bytes()).await?;
+            file.sync_data().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.spooled = true;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, spool = %self.settings.spool.display(), "audit spool failed");
+                Err(AuditError(format!("the audit store and its spool are unavailable: {e}")))
+            }
+        }
+    }
+
+    /// Moves spooled records into the store, in order, and empties the spool.
+    async fn replay(&mut self) {
+        let text = match tokio::fs::read_to_string(&self.settings.spool).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.spooled = false;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit spool unreadable");
+                return;
+            }
+        };
+        let mut jobs = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let parsed: Option<Job> = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| {
+                let partition = Partition::parse(v.get("partition")?.as_str()?)?;
+                let entry: Entry = serde_json::from_value(v.get("entry")?.clone()).ok()?;
+                Some(Job { partition, entry, done: None, may_spool: true })
+            });
+            match parsed {
+                Some(job) => jobs.push(job),
+                // A torn last line (the process died mid-write, before the sync that would have
+                // acknowledged it) is no record anyone was promised.
+                None => tracing::warn!(line = n + 1, "audit spool: skipping an unreadable line"),
+            }
+        }
+        for (i, chunk) in jobs.chunks(MAX_BATCH).enumerate() {
+            match self.store.append_audit(&batch(&self.settings.instance, chunk.iter())).await {
+                Ok(records) => self.committed(&records),
+                Err(e) => {
+                    tracing::debug!(error = %e, "audit store still unavailable");
+                    // What was replayed stays in the store; the spool keeps the rest.
+                    if let Err(e) =
+                        write_synced(&self.settings.spool, spool_lines(&jobs[i * MAX_BATCH..]).as_bytes()).await
+                    {
+                        tracing::error!(error = %e, "audit spool cannot be rewritten");
+                    }
+                    return;
+                }
+            }
+        }
+        if let Err(e) = write_synced(&self.settings.spool, b"").await {
+            tracing::error!(error = %e, "audit spool cannot be emptied");
+            return;
+        }
+        tracing::info!(records = jobs.len(), "audit spool replayed into the store");
+        self.healthy.store(true, Ordering::Relaxed);
+        self.spooled = false;
+    }
+
+    /// Signs the head of each stream that moved since its last checkpoint.
+    async fn checkpoint(&mut self) {
+        let now = now_ms();
+        for (stream, (seq, hash)) in &self.heads {
+            if self.signed.get(stream) == Some(seq) {
+                continue;
+            }
+            let floor = match self.store.audit_checkpoints(stream).await {
+                Ok(cs) => cs.iter().map(|c| c.floor).max().unwrap_or(1),
+                Err(_) => continue,
+            };
+            let c = self.sign(stream, *seq, hash, floor, now);
+            match self.store.add_audit_checkpoint(&c).await {
+                Ok(()) => {
+                    self.signed.insert(stream.clone(), *seq);
+                }
+                Err(e) => tracing::warn!(error = %e, stream, "audit checkpoint not written"),
+            }
+        }
+    }
+
+    fn sign(&self, stream: &str, seq: i64, hash: &str, floor: i64, now: i64) -> portcullis_audit::Checkpoint {
+        match &self.key {
+            Some(key) => key.checkpoint(stream, seq, hash, floor, now),
+            None => portcullis_audit::Checkpoint {
+                stream: stream.to_owned(),
+                seq,
+                hash: hash.to_owned(),
+                floor,
+                time_ms: now,
+                key_id: String::new(),
+                signature: String::new(),
+            },
+        }
+    }
+
+    /// Prunes each of this gateway's streams to its partition's retention: a checkpoint with
+    /// the new floor is signed first, so what remains still verifies.
+    async fn retain(&mut self) {
+        for (partition, keep) in &self.settings.retention {
+            let stream = partition.stream(&self.settings.instance);
+            let cutoff = now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            let result: Result<u64, StoreError> = async {
+                let (head, hash) = self.store.audit_head(&stream).await?;
+                if head == 0 {
+                    return Ok(0);
+                }
+                // The head record is always kept: the chain goes on from it.
+                let floor = self.store.audit_first_since(&stream, cutoff).await?.unwrap_or(head).min(head);
+                let current = self.store.audit_checkpoints(&stream).await?.iter().map(|c| c.floor).max().unwrap_or(1);
+                if floor <= current {
+                    return Ok(0);
+                }
+                self.store.add_audit_checkpoint(&self.sign(&stream, head, &hash, floor, now_ms())).await?;
+                self.store.prune_audit(&stream, floor).await
+            }
+            .await;
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(stream, pruned = n, "audit retention"),
+                Err(e) => tracing::warn!(stream, error = %e, "audit retention failed"),
+            }
+        }
+    }
+}
+
+/// Groups jobs by stream, in order.
+fn batch<'a>(instance: &str, jobs: impl Iterator<Item = &'a Job>) -> Vec<(String, Vec<Entry>)> {
+    let mut by: BTreeMap<Partition, Vec<Entry>> = BTreeMap::new();
+    for job in jobs {
+        by.entry(job.partition).or_default().push(job.entry.clone());
+    }
+    by.into_iter().map(|(p, entries)| (p.stream(instance), entries)).collect()
+}
+
+/// Jobs as spool lines.
+fn spool_lines(jobs: &[Job]) -> String {
+    let mut text = String::new();
+    for job in jobs {
+        let line = serde_json::json!({"partition": job.partition.as_str(), "entry": job.entry});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+async fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = tokio::fs::File::create(path).await?;
+    file.write_all(bytes).await?;
+    file.sync_data().await
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Writes committed records as JSON lines, off the request path.
+struct Exporter {
+    tx: mpsc::Sender<Vec<Record>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Exporter {
+    async fn start(export: Export) -> Result<Exporter, String> {
+        let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &export {
+            Export::Stdout => Box::new(tokio::io::stdout()),
+            Export::File(path) => Box::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|e| format!("audit.export {}: {e}", path.display()))?,
+            ),
+        };
+        let (tx, mut rx) = mpsc::channel::<Vec<Record>>(1024);
+        let task = tokio::spawn(async move {
+            while let Some(records) = rx.recv().await {
+                let mut text = String::new();
+                for r in &records {
+                    if let Ok(line) = serde_json::to_string(&export_line(r)) {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+                if let Err(e) = async {
+                    out.write_all(text.as_bytes()).await?;
+                    out.flush().await
+                }
+                .await
+                {
+                    tracing::warn!(error = %e, "audit export failed");
+                }
+            }
+        });
+        Ok(Exporter { tx, task })
+    }
+
+    fn send(&self, records: &[Record]) {
+        if self.tx.try_send(records.to_vec()).is_err() {
+            tracing::warn!(records = records.len(), "audit export is behind; records skipped (the store has them)");
+        }
+    }
+
+    async fn close(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+/// A record as exported: its fields, with the body as JSON rather than text.
+fn export_line(r: &Record) -> serde_json::Value {
+    let body: serde_json::Value = serde_json::from_str(&r.entry.body).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "stream": r.stream,
+        "seq": r.seq,
+        "time_ms": r.entry.time_ms,
+        "kind": r.entry.kind,
+        "correlation": r.entry.correlation,
+        "request": r.entry.request,
+        "parent": r.entry.parent,
+        "principal": r.entry.principal,
+        "server": r.entry.server,
+        "item": r.entry.item,
+        "outcome": r.entry.outcome,
+        "body": body,
+        "hash": r.hash,
+        "prev_hash": r.prev_hash,
+    })
+}

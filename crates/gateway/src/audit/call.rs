@@ -1,0 +1,144 @@
+//! What the record of a governed call says of its arguments: secret fields redacted, large
+//! values summarized.
+
+use std::time::Instant;
+
+use portcullis_registry::model::RiskTier;
+use portcullis_wire::{RawObject, meta};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::trace::{TraceContext, span_id};
+
+/// What a governed request's record needs, gathered as the request travels the pipeline.
+pub struct CallTrail {
+    pub started: Instant,
+    pub time_ms: i64,
+    pub trace: TraceContext,
+    /// The gateway's id for this request (its span), which it passes on as the parent.
+    pub span: String,
+    /// The name the host used (tool or prompt name, resource URI).
+    pub name: String,
+    /// The upstream server and its own name for the item, once routed.
+    pub server: String,
+    pub item: String,
+    pub tier: Option<RiskTier>,
+    /// The arguments as recorded.
+    pub arguments: Option<Value>,
+    /// The policy's decision, as recorded.
+    pub decision: Option<Value>,
+    /// A modern host's `clientInfo` from `_meta`.
+    pub client: Option<Value>,
+    /// The tool's `readOnlyHint` and `destructiveHint`, as listed.
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+}
+
+impl CallTrail {
+    /// Starts the trail of a request in a trace (the host's, its session's, or a new one).
+    pub fn start(trace: TraceContext) -> CallTrail {
+        CallTrail {
+            started: Instant::now(),
+            time_ms: super::now_ms(),
+            trace,
+            span: span_id(),
+            name: String::new(),
+            server: String::new(),
+            item: String::new(),
+            tier: None,
+            arguments: None,
+            decision: None,
+            client: None,
+            read_only: None,
+            destructive: None,
+        }
+    }
+
+    /// Takes the trace and client named in the request's `_meta` (they win over the headers).
+    pub fn adopt_meta(&mut self, params: &RawObject) {
+        let Some(m) = params.get_object("_meta") else { return };
+        if let Some(t) = m.get_str(meta::TRACEPARENT).as_deref().and_then(TraceContext::parse) {
+            self.trace = t;
+        }
+        if let Some(client) = m.get(meta::CLIENT_INFO) {
+            self.client = serde_json::from_str(client.get()).ok();
+        }
+    }
+
+    /// The `traceparent` to send upstream: this trace, with the gateway's span as parent.
+    pub fn traceparent(&self) -> String {
+        self.trace.child_header(&self.span)
+    }
+}
+
+/// Puts a `traceparent` into a request's `_meta`.
+pub fn set_traceparent(params: &mut RawObject, traceparent: &str) {
+    let mut m = params.get_object("_meta").unwrap_or_default();
+    m.insert_str(meta::TRACEPARENT, traceparent);
+    params.insert_object("_meta", &m);
+}
+
+/// The arguments (as the host sent them) as recorded: with fields whose names look secret
+/// replaced by `"[redacted]"`, or, when larger than `max_bytes`, their size and digest.
+pub fn recorded_arguments(text: &str, redact: &[String], max_bytes: usize) -> Value {
+    let parsed = (text.len() <= max_bytes).then(|| serde_json::from_str::<Value>(text).ok()).flatten();
+    let Some(mut value) = parsed else {
+        return serde_json::json!({
+            "omitted": if text.len() > max_bytes { "too_large" } else { "unreadable" },
+            "bytes": text.len(),
+            "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+        });
+    };
+    redact_fields(&mut value, redact);
+    value
+}
+
+fn redact_fields(value: &mut Value, redact: &[String]) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let name = key.to_ascii_lowercase().replace('-', "_");
+                if redact.iter().any(|r| name.contains(r.as_str())) {
+                    *v = Value::String("[redacted]".to_owned());
+                } else {
+                    redact_fields(v, redact);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_fields(v, redact)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn redacts_secret_looking_fields_at_any_depth() {
+        let redact = vec!["password".to_owned(), "api_key".to_owned(), "token".to_owned()];
+        let args = json!({
+            "user": "alice",
+            "Password": "hunter2",
+            "nested": {"x-api-key": "k", "list": [{"accessToken": "t", "keep": 1}]},
+        });
+        assert_eq!(
+            recorded_arguments(&args.to_string(), &redact, 10_000),
+            json!({
+                "user": "alice",
+                "Password": "[redacted]",
+                "nested": {"x-api-key": "[redacted]", "list": [{"accessToken": "[redacted]", "keep": 1}]},
+            })
+        );
+    }
+
+    #[test]
+    fn summarizes_arguments_beyond_the_limit() {
+        let args = json!({"blob": "x".repeat(100)});
+        let recorded = recorded_arguments(&args.to_string(), &[], 50);
+        assert_eq!(recorded["omitted"], "too_large");
+        assert_eq!(recorded["bytes"], args.to_string().len());
+        assert_eq!(recorded["sha256"].as_str().map(str::len), Some(64));
+    }
+}

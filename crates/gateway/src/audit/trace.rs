@@ -1,0 +1,101 @@
+//! W3C Trace Context: the correlation id every audit record carries, taken from the host's
+//! `traceparent` (in `_meta` or the HTTP header) or made here, and passed on to upstreams.
+
+/// A trace and the span that caused the current request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits, never all zero.
+    pub trace_id: String,
+    /// The caller's span (16 hex digits), "" when the trace starts here.
+    pub parent_id: String,
+    /// The trace flags (2 hex digits).
+    pub flags: String,
+}
+
+impl TraceContext {
+    /// Parses a `traceparent` value (version 00, or a later version's first four fields).
+    pub fn parse(value: &str) -> Option<TraceContext> {
+        let value = value.trim();
+        let mut parts = value.split('-');
+        let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex(version, 2) || version == "ff" || !hex(trace_id, 32) || !hex(parent_id, 16) || !hex(flags, 2) {
+            return None;
+        }
+        if (version == "00" && parts.next().is_some())
+            || trace_id.bytes().all(|b| b == b'0')
+            || parent_id.bytes().all(|b| b == b'0')
+        {
+            return None;
+        }
+        Some(TraceContext { trace_id: trace_id.to_owned(), parent_id: parent_id.to_owned(), flags: flags.to_owned() })
+    }
+
+    /// A new trace, started by the gateway.
+    pub fn root() -> TraceContext {
+        let id = rand::random::<u128>().max(1);
+        TraceContext { trace_id: format!("{id:032x}"), parent_id: String::new(), flags: "01".to_owned() }
+    }
+
+    /// The trace of a legacy session whose host names none: every request of the session
+    /// shares it, so a session reads as one interaction.
+    pub fn of_session(session_id: &str) -> TraceContext {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("portcullis-session\n{session_id}").as_bytes());
+        let mut trace_id = hex::encode(&digest[..16]);
+        if trace_id.bytes().all(|b| b == b'0') {
+            trace_id.replace_range(31..32, "1");
+        }
+        TraceContext { trace_id, parent_id: String::new(), flags: "01".to_owned() }
+    }
+
+    /// The `traceparent` the gateway sends on, naming its own span as the parent.
+    pub fn child_header(&self, span_id: &str) -> String {
+        format!("00-{}-{span_id}-{}", self.trace_id, self.flags)
+    }
+}
+
+/// A new span id.
+pub fn span_id() -> String {
+    format!("{:016x}", rand::random::<u64>().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_traceparents_and_refuses_the_rest() {
+        let t = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(
+            t,
+            Some(TraceContext {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+                parent_id: "00f067aa0ba902b7".to_owned(),
+                flags: "01".to_owned()
+            })
+        );
+        assert!(TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn new_ids_are_well_formed_and_children_name_the_gateway_span() {
+        let root = TraceContext::root();
+        let span = span_id();
+        let child = TraceContext::parse(&root.child_header(&span)).expect("valid");
+        assert_eq!((child.trace_id, child.parent_id), (root.trace_id, span));
+    }
+}
