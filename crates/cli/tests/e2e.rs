@@ -11,6 +11,8 @@ mod issuer;
 
 #[path = "e2e/admin.rs"]
 mod admin;
+#[path = "e2e/audit.rs"]
+mod audit;
 #[path = "e2e/auth.rs"]
 mod auth;
 #[path = "e2e/config.rs"]

@@ -225,6 +225,11 @@ impl Writer {
                 _ = checkpoint.tick() => {
                     if self.spooled {
                         self.replay().await;
+                    } else if !self.healthy.load(Ordering::Relaxed) && self.store.audit_streams().await.is_ok() {
+                        // Nothing waits in the spool and the store answers again: calls that
+                        // were refused meanwhile may go ahead.
+                        tracing::info!("audit store reachable again");
+                        self.healthy.store(true, Ordering::Relaxed);
                     }
                     self.checkpoint().await;
                 }
@@ -276,17 +281,21 @@ impl Writer {
                 if self.healthy.swap(false, Ordering::Relaxed) {
                     tracing::error!(error = %e, "audit store failed; spooling what may wait, refusing the rest");
                 }
-                let (spool, refuse): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.may_spool);
-                for job in refuse {
-                    if let Some(done) = job.done {
-                        let _ = done.send(Err(AuditError(format!("the audit store is unavailable: {e}"))));
-                    }
+                // Every record goes to the spool, so nothing that happened is lost; but a request
+                // whose tier may not wait there is answered with a refusal, and a call that was
+                // already executed is recorded as such, its result withheld.
+                let mut jobs = jobs;
+                for job in jobs.iter_mut().filter(|j| !j.may_spool && executed(&j.entry.outcome)) {
+                    job.entry.outcome = "withheld".to_owned();
                 }
-                let written = self.spool(&spool).await;
-                for job in spool {
-                    if let Some(done) = job.done {
-                        let _ = done.send(written.clone());
-                    }
+                let written = self.spool(&jobs).await;
+                for job in jobs {
+                    let Some(done) = job.done else { continue };
+                    let _ = done.send(match (&written, job.may_spool) {
+                        (Ok(()), true) => Ok(()),
+                        (Err(e), _) => Err(e.clone()),
+                        (Ok(()), false) => Err(AuditError(format!("the audit store is unavailable: {e}"))),
+                    });
                 }
             }
         }
@@ -440,6 +449,11 @@ impl Writer {
             }
         }
     }
+}
+
+/// Whether a call record's outcome says the upstream executed the call.
+pub fn executed(outcome: &str) -> bool {
+    matches!(outcome, "ok" | "tool_error" | "input_required" | "upstream_error" | "withheld")
 }
 
 /// Groups jobs by stream, in order.

@@ -346,6 +346,14 @@ impl Registry {
                 message: format!("{kind} '{name}' is no longer offered by the server"),
                 detail: Detail::None,
             },
+            // Nothing known of the item yet (no pin, not seen since the upstream connected, as
+            // right after start): observe the upstream before deciding.
+            None if seen.is_none() => Denied {
+                stage: "registry",
+                reason: UNVERIFIED,
+                message: format!("{kind} '{name}' is not offered by the server (its metadata could not be verified)"),
+                detail: Detail::None,
+            },
             _ => Denied {
                 stage: "registry",
                 reason: "not_approved",

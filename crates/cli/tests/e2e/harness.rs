@@ -206,6 +206,17 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGKILL (no chance to flush anything) and waits for the gateway to be gone.
+    pub fn kill(&self) {
+        let pid = self._proc.0.id();
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let start = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ")) {
+            assert!(start.elapsed() < Duration::from_secs(10), "gateway did not die on SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The URL of a route.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

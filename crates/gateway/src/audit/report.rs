@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use portcullis_audit::{Kind, Record};
 use portcullis_store::{AuditQuery, Store, StoreError};
+
+use super::executed;
 use serde_json::{Value, json};
 
 /// At most this many records make up one trace report.
@@ -78,11 +80,6 @@ pub async fn trace(store: &Store, correlation: &str) -> Result<TraceReport, Stor
 /// A record's body as JSON.
 fn body(r: &Record) -> Value {
     serde_json::from_str(&r.entry.body).unwrap_or(Value::Null)
-}
-
-/// Whether a call record reached the upstream (its result came from the server).
-fn executed(outcome: &str) -> bool {
-    matches!(outcome, "ok" | "tool_error" | "input_required" | "upstream_error")
 }
 
 impl TraceReport {
