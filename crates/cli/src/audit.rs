@@ -204,13 +204,7 @@ async fn search(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Result
     let mut out = std::io::stdout().lock();
     for r in &records {
         if json {
-            let body: serde_json::Value = serde_json::from_str(&r.entry.body).unwrap_or(serde_json::Value::Null);
-            let line = serde_json::json!({
-                "stream": r.stream, "seq": r.seq, "time_ms": r.entry.time_ms, "kind": r.entry.kind,
-                "correlation": r.entry.correlation, "request": r.entry.request, "parent": r.entry.parent,
-                "principal": r.entry.principal, "server": r.entry.server, "item": r.entry.item,
-                "outcome": r.entry.outcome, "body": body, "hash": r.hash,
-            });
+            let line = portcullis_gateway::audit::record_json(r);
             writeln!(out, "{line}")?;
         } else {
             let time = humantime::format_rfc3339_millis(

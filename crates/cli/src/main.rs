@@ -152,13 +152,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The admin API's token is read and its address bound before anything starts.
             let admin = match (&c.admin, &c.registry) {
                 (Some(a), Some(registry)) => {
-                    let state = Admin::open(a, registry).await.map_err(anyhow::Error::msg)?;
+                    let state = Admin::open(a, registry, c.audit.as_ref()).await.map_err(anyhow::Error::msg)?;
                     let listener = tokio::net::TcpListener::bind(a.address)
                         .await
                         .with_context(|| format!("cannot listen on {} (admin)", a.address))?;
                     Some((state, listener))
                 }
                 _ => None,
+            };
+            let metrics_listener = match c.metrics.address {
+                Some(address) => Some(
+                    tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address} (metrics)"))?,
+                ),
+                None => None,
             };
             let gateway = Gateway::start(c).await?;
             let listener = tokio::net::TcpListener::bind(settings.address)
@@ -174,9 +182,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some((state, admin_listener)) => {
                     let address = admin_listener.local_addr()?;
                     eprintln!("portcullis admin API listening on http://{address}");
-                    let app = admin::router(Arc::clone(&state));
+                    let app = admin::router(Arc::clone(&state)).merge(gateway.metrics().router());
                     let task = tokio::spawn(downstream::http::serve(admin_listener, app, stop.clone()));
                     Some((state, task))
+                }
+                None => None,
+            };
+            let metrics_task = match metrics_listener {
+                Some(metrics_listener) => {
+                    eprintln!("portcullis metrics at http://{}/metrics", metrics_listener.local_addr()?);
+                    let app = gateway.metrics().router();
+                    Some(tokio::spawn(downstream::http::serve(metrics_listener, app, stop.clone())))
                 }
                 None => None,
             };
@@ -191,6 +207,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(Ok(())) => {}
                 }
                 state.close().await;
+            }
+            if let Some(task) = metrics_task
+                && let Ok(Err(e)) = task.await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
             }
             gateway.shutdown().await;
             served?;

@@ -29,6 +29,8 @@ mod faults;
 mod hosts;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/policy.rs"]
 mod policy;
 #[path = "e2e/registry.rs"]

@@ -3,7 +3,8 @@
 //! - the read-only **subregistry** (`/v0.1/servers…`): approved entries only, in the MCP
 //!   Registry API v0.1 shapes, without authentication (it publishes what is already approved);
 //! - the **admin API** (`/admin/v1/…`): bearer token from `[admin] token`, JSON bodies, errors
-//!   as `{"error": {"code", "message", …}}` with a stable machine-readable `code`;
+//!   as `{"error": {"code", "message", …}}` with a stable machine-readable `code`; it manages the
+//!   registry and reads the audit trail (search, trace, verify);
 //! - its description, the OpenAPI 3.1 document `admin/openapi.json`, at `/admin/v1/openapi.json`.
 //!
 //! Architecture invariant: only this module knows the admin HTTP surface; what an action does
@@ -15,18 +16,22 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use portcullis_audit::{SigningKey, VerifyingKey};
 use portcullis_registry::scan::{Severity, max_severity};
 use portcullis_registry::server_json::ServerEntry;
-use portcullis_store::{EntryRecord, EntryStatus, PinState, Store, StoreError};
+use portcullis_store::{AuditQuery, EntryRecord, EntryStatus, PinState, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use crate::audit::AuditSettings;
+use crate::audit::report;
 use crate::operator::{self, BlockedItem, OperatorError};
 use crate::registry::RegistrySettings;
 use crate::secret::{Secret, SecretRef};
@@ -42,11 +47,20 @@ pub struct AdminSettings {
 /// The admin bearer token; never printed (its `Debug` is redacted), compared in constant time.
 pub struct AdminToken(Secret);
 
-/// The admin API's state: its own handle on the registry store.
+/// The admin API's state: its own handles on the registry store and, when the audit trail is
+/// on, on the audit store.
 pub struct Admin {
     store: Store,
     token: AdminToken,
     block: Severity,
+    audit: Option<AuditTrail>,
+}
+
+/// The audit trail as the admin API reads it.
+struct AuditTrail {
+    store: Store,
+    /// The public half of the configured signing key; checkpoints are verified against it.
+    key: Option<VerifyingKey>,
 }
 
 /// The MCP Registry's `_meta` key for registry-managed metadata.
@@ -80,6 +94,9 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Arc<Admin>>)> {
         ("get", "/admin/v1/entries/{name}/versions/{version}/drift", get(entry_drift)),
         ("get", "/admin/v1/entries/{name}/versions/{version}/scan", get(entry_scan)),
         ("post", "/admin/v1/import", post(import_entries)),
+        ("get", "/admin/v1/audit/records", get(audit_records)),
+        ("get", "/admin/v1/audit/trace/{correlation}", get(audit_trace)),
+        ("get", "/admin/v1/audit/verify", get(audit_verify)),
     ]
 }
 
@@ -101,16 +118,47 @@ impl fmt::Debug for AdminToken {
 }
 
 impl Admin {
-    /// Reads the token (refusing an empty one) and opens the registry store.
-    pub async fn open(settings: &AdminSettings, registry: &RegistrySettings) -> Result<Arc<Self>, String> {
+    /// Reads the token (refusing an empty one) and opens the registry store and, when the audit
+    /// trail is on, the audit store and the public half of its signing key.
+    pub async fn open(
+        settings: &AdminSettings,
+        registry: &RegistrySettings,
+        audit: Option<&AuditSettings>,
+    ) -> Result<Arc<Self>, String> {
         let token = AdminToken::resolve(&settings.token)?;
+        // The key is read before any store opens, so a bad one leaves nothing to close.
+        let key = match audit.and_then(|a| a.signing_key.as_ref()) {
+            Some(reference) => {
+                let secret = reference.resolve().await.map_err(|e| format!("audit.signing_key: {e}"))?;
+                Some(SigningKey::parse(secret.expose()).map_err(|e| format!("audit.signing_key: {e}"))?.verifying_key())
+            }
+            None => None,
+        };
         let store = Store::connect(&registry.store).await.map_err(|e| format!("admin: registry store: {e}"))?;
-        Ok(Arc::new(Admin { store, token, block: registry.block_severity }))
+        let audit = match audit {
+            Some(a) => match Store::connect(&a.store).await {
+                Ok(audit_store) => Some(AuditTrail { store: audit_store, key }),
+                Err(e) => {
+                    store.close().await;
+                    return Err(format!("admin: audit store: {e}"));
+                }
+            },
+            None => None,
+        };
+        Ok(Arc::new(Admin { store, token, block: registry.block_severity, audit }))
     }
 
-    /// Closes the store's connections.
+    /// Closes the stores' connections.
     pub async fn close(&self) {
         self.store.close().await;
+        if let Some(audit) = &self.audit {
+            audit.store.close().await;
+        }
+    }
+
+    /// The audit trail, or `audit_off` when the gateway keeps none.
+    fn audit(&self) -> Result<&AuditTrail, ApiError> {
+        self.audit.as_ref().ok_or(ApiError::AuditOff)
     }
 }
 
@@ -127,6 +175,8 @@ enum ApiError {
     Conflict(String),
     Blocked { block: Severity, items: Vec<BlockedItem> },
     Store(StoreError),
+    AuditOff,
+    AuditStore(StoreError),
 }
 
 impl From<OperatorError> for ApiError {
@@ -192,6 +242,21 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
                     "the registry store is unavailable".to_owned(),
+                    json!({}),
+                )
+            }
+            ApiError::AuditOff => (
+                StatusCode::NOT_FOUND,
+                "audit_off",
+                "the audit trail is off in this gateway's configuration".to_owned(),
+                json!({}),
+            ),
+            ApiError::AuditStore(e) => {
+                tracing::error!(target: "portcullis::admin", error = %e, "audit store failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the audit store is unavailable".to_owned(),
                     json!({}),
                 )
             }
@@ -590,6 +655,99 @@ async fn entry_drift(
     Ok(axum::Json(json!({"name": e.name, "drift": drift})).into_response())
 }
 
+// ---- the audit trail ----
+
+/// `GET /admin/v1/audit/records` query; every filter given must match (an empty one is absent).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditRecordsQuery {
+    principal: Option<String>,
+    server: Option<String>,
+    /// The tool, prompt or resource, as the upstream names it.
+    tool: Option<String>,
+    kind: Option<String>,
+    outcome: Option<String>,
+    correlation: Option<String>,
+    since_ms: Option<String>,
+    until_ms: Option<String>,
+    limit: Option<String>,
+}
+
+const AUDIT_DEFAULT_LIMIT: u32 = 100;
+const AUDIT_MAX_LIMIT: u32 = 10_000;
+
+async fn audit_records(
+    _: Operator,
+    State(admin): State<Arc<Admin>>,
+    q: Result<Query<AuditRecordsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let trail = admin.audit()?;
+    // A misspelt filter is refused rather than ignored: ignoring it would widen the search.
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => AUDIT_DEFAULT_LIMIT,
+        Some(l) => l.parse::<u32>().ok().filter(|n| (1..=AUDIT_MAX_LIMIT).contains(n)).ok_or_else(|| {
+            ApiError::InvalidRequest(format!("limit: expected an integer from 1 to {AUDIT_MAX_LIMIT}"))
+        })?,
+    };
+    let query = AuditQuery {
+        principal: present(q.principal),
+        server: present(q.server),
+        item: present(q.tool),
+        kind: present(q.kind),
+        outcome: present(q.outcome),
+        correlation: present(q.correlation),
+        since_ms: epoch_ms("since_ms", q.since_ms)?,
+        until_ms: epoch_ms("until_ms", q.until_ms)?,
+        limit,
+        newest_first: false,
+    };
+    let records = trail.store.search_audit(&query).await.map_err(ApiError::AuditStore)?;
+    let records: Vec<Value> = records.iter().map(crate::audit::record_json).collect();
+    Ok(axum::Json(json!({"records": records})).into_response())
+}
+
+async fn audit_trace(
+    _: Operator,
+    State(admin): State<Arc<Admin>>,
+    UrlPath(correlation): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let trail = admin.audit()?;
+    let report = report::trace(&trail.store, &correlation).await.map_err(ApiError::AuditStore)?;
+    if report.records.is_empty() {
+        return Err(ApiError::NotFound(format!("no audit records carry the correlation id {correlation}")));
+    }
+    Ok(axum::Json(report.to_json()).into_response())
+}
+
+async fn audit_verify(_: Operator, State(admin): State<Arc<Admin>>) -> Result<Response, ApiError> {
+    let trail = admin.audit()?;
+    let mut reports = Vec::new();
+    for stream in trail.store.audit_streams().await.map_err(ApiError::AuditStore)? {
+        reports.push(trail.store.verify_audit(&stream, trail.key.as_ref()).await.map_err(ApiError::AuditStore)?);
+    }
+    let intact = reports.iter().all(portcullis_audit::Report::ok);
+    if !intact {
+        tracing::warn!(target: "portcullis::admin", broken = reports.iter().filter(|r| !r.ok()).count(), "audit verify: streams not intact");
+    }
+    Ok(axum::Json(json!({"intact": intact, "streams": reports})).into_response())
+}
+
+/// A query filter, absent when empty.
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// A query parameter holding milliseconds since the Unix epoch.
+fn epoch_ms(name: &str, value: Option<String>) -> Result<Option<i64>, ApiError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::InvalidRequest(format!("{name}: expected an integer, milliseconds since the Unix epoch"))
+        }),
+    }
+}
+
 /// A JSON body that may be empty (then the defaults).
 fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -677,6 +835,109 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_592_400_123), "2026-11-25T07:40:00.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    /// An admin state on a fresh SQLite registry store, with the audit trail in it or off.
+    async fn admin(dir: &tempfile::TempDir, audit: bool) -> Admin {
+        let url = format!("sqlite://{}/portcullis.db", dir.path().display());
+        let store = Store::connect(&url).await.expect("store");
+        let audit = if audit { Some(AuditTrail { store: store.clone(), key: None }) } else { None };
+        let token = AdminToken(Secret::new("t".to_owned()));
+        Admin { store, token, block: Severity::High, audit }
+    }
+
+    fn entry(kind: &str, correlation: &str) -> portcullis_audit::Entry {
+        portcullis_audit::Entry {
+            time_ms: 1_000,
+            kind: kind.to_owned(),
+            correlation: correlation.to_owned(),
+            request: "00f067aa0ba902b7".to_owned(),
+            parent: String::new(),
+            principal: "anonymous".to_owned(),
+            server: "demo".to_owned(),
+            item: "echo".to_owned(),
+            outcome: "ok".to_owned(),
+            body: r#"{"method":"tools/call"}"#.to_owned(),
+        }
+    }
+
+    fn query(q: &str) -> Result<Query<AuditRecordsQuery>, QueryRejection> {
+        let uri: axum::http::Uri = format!("/admin/v1/audit/records?{q}").parse().expect("uri");
+        Query::try_from_uri(&uri)
+    }
+
+    async fn error_of(r: Result<Response, ApiError>) -> (StatusCode, Value) {
+        let response = match r {
+            Ok(r) => panic!("expected an error, got {}", r.status()),
+            Err(e) => e.into_response(),
+        };
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&body).expect("JSON error"))
+    }
+
+    #[tokio::test]
+    async fn audit_routes_answer_audit_off_when_the_trail_is_off() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let admin = Arc::new(admin(&dir, false).await);
+        let answers = [
+            error_of(audit_records(Operator, State(Arc::clone(&admin)), query("")).await).await,
+            error_of(audit_trace(Operator, State(Arc::clone(&admin)), UrlPath("t".to_owned())).await).await,
+            error_of(audit_verify(Operator, State(Arc::clone(&admin))).await).await,
+        ];
+        for (status, body) in answers {
+            assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("audit_off")), "{body}");
+        }
+        admin.close().await;
+    }
+
+    #[tokio::test]
+    async fn audit_records_are_filtered_and_bad_parameters_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let admin = Arc::new(admin(&dir, true).await);
+        let batch = vec![("gw/calls".to_owned(), vec![entry("call", "a"), entry("list", "a"), entry("call", "b")])];
+        admin.store.append_audit(&batch).await.expect("append");
+        let records = |q: &'static str| {
+            let admin = Arc::clone(&admin);
+            async move {
+                let r = audit_records(Operator, State(admin), query(q)).await.expect("records");
+                let body = http_body_util::BodyExt::collect(r.into_body()).await.expect("body").to_bytes();
+                let body: Value = serde_json::from_slice(&body).expect("JSON");
+                body["records"].as_array().cloned().unwrap_or_default()
+            }
+        };
+        let all = records("").await;
+        assert_eq!(all.iter().map(|r| r["seq"].clone()).collect::<Vec<_>>(), [json!(1), json!(2), json!(3)]);
+        let first = &all[0];
+        assert_eq!(
+            (&first["stream"], &first["kind"], &first["item"]),
+            (&json!("gw/calls"), &json!("call"), &json!("echo"))
+        );
+        assert_eq!(first["body"], json!({"method": "tools/call"}), "the body is parsed");
+        assert!(first["hash"].as_str().is_some_and(|h| !h.is_empty()), "{first}");
+        assert_eq!(records("kind=call&correlation=b").await.len(), 1);
+        assert_eq!(records("kind=&limit=2").await.len(), 2, "an empty filter is absent");
+        assert_eq!(records("since_ms=1001").await.len(), 0);
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "since_ms=yesterday",
+            "until_ms=1.5",
+            "kinds=call",
+            "kind=call&kind=list",
+        ] {
+            let (status, body) = error_of(audit_records(Operator, State(Arc::clone(&admin)), query(bad)).await).await;
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (StatusCode::BAD_REQUEST, &json!("invalid_request")),
+                "{bad}: {body}"
+            );
+        }
+        let (status, body) =
+            error_of(audit_trace(Operator, State(Arc::clone(&admin)), UrlPath("c".to_owned())).await).await;
+        assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("not_found")), "{body}");
+        admin.close().await;
     }
 
     #[test]

@@ -511,7 +511,7 @@ impl Exporter {
             while let Some(records) = rx.recv().await {
                 let mut text = String::new();
                 for r in &records {
-                    if let Ok(line) = serde_json::to_string(&export_line(r)) {
+                    if let Ok(line) = serde_json::to_string(&record_json(r)) {
                         text.push_str(&line);
                         text.push('\n');
                     }
@@ -541,8 +541,8 @@ impl Exporter {
     }
 }
 
-/// A record as exported: its fields, with the body as JSON rather than text.
-fn export_line(r: &Record) -> serde_json::Value {
+/// A record as exported, searched and served: its fields, with the body as JSON rather than text.
+pub fn record_json(r: &Record) -> serde_json::Value {
     let body: serde_json::Value = serde_json::from_str(&r.entry.body).unwrap_or(serde_json::Value::Null);
     serde_json::json!({
         "stream": r.stream,
@@ -560,4 +560,80 @@ fn export_line(r: &Record) -> serde_json::Value {
         "hash": r.hash,
         "prev_hash": r.prev_hash,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &std::path::Path) -> AuditSettings {
+        AuditSettings {
+            store: format!("sqlite://{}", dir.join("audit.db").display()),
+            instance: "gw".to_owned(),
+            signing_key: None,
+            checkpoint_interval: Duration::from_secs(3600),
+            on_store_failure: StoreFailure::Spool,
+            fail_closed_tiers: vec![RiskTier::High, RiskTier::Critical],
+            spool: dir.join("audit.spool"),
+            redact_fields: Vec::new(),
+            max_argument_bytes: 1024,
+            export: None,
+            retention: BTreeMap::from([(Partition::Calls, Duration::from_secs(3600))]),
+        }
+    }
+
+    fn entry(time_ms: i64) -> Entry {
+        Entry {
+            time_ms,
+            kind: "call".to_owned(),
+            correlation: "c".repeat(32),
+            request: "r".repeat(16),
+            parent: String::new(),
+            principal: "alice".to_owned(),
+            server: "demo".to_owned(),
+            item: "echo".to_owned(),
+            outcome: "ok".to_owned(),
+            body: "{}".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_prunes_behind_a_signed_floor_and_the_rest_still_verifies() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let store = Store::connect(&settings.store).await.unwrap_or_else(|e| panic!("{e}"));
+        let now = now_ms();
+        let old = now - 2 * 3600 * 1000;
+        let entries = vec![entry(old), entry(old + 1), entry(now - 1000), entry(now)];
+        store.append_audit(&[("gw/calls".to_owned(), entries)]).await.unwrap_or_else(|e| panic!("{e}"));
+        store.append_audit(&[("gw/system".to_owned(), vec![entry(old)])]).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let mut writer = Writer {
+            store: store.clone(),
+            key: Some(key.clone()),
+            settings,
+            healthy: Arc::new(AtomicBool::new(true)),
+            heads: HashMap::new(),
+            signed: HashMap::new(),
+            exporter: None,
+            spooled: false,
+        };
+        writer.retain().await;
+        let calls = store.audit_records("gw/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(calls.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4], "the two old records went");
+        assert_eq!(store.audit_records("gw/system", 0, 10).await.map(|r| r.len()).ok(), Some(1), "no retention set");
+        let report = store.verify_audit("gw/calls", Some(&key.verifying_key())).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.ok(), "{:?}", report.findings);
+        // Once every record is old, the head record stays: the chain goes on from it.
+        writer.settings.instance = "gw2".to_owned();
+        let entries = vec![entry(old), entry(old + 1), entry(old + 2)];
+        store.append_audit(&[("gw2/calls".to_owned(), entries)]).await.unwrap_or_else(|e| panic!("{e}"));
+        writer.retain().await;
+        let left = store.audit_records("gw2/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
+        store.append_audit(&[("gw2/calls".to_owned(), vec![entry(now)])]).await.unwrap_or_else(|e| panic!("{e}"));
+        let report =
+            store.verify_audit("gw2/calls", Some(&key.verifying_key())).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.ok() && report.records == 2, "{report:?}");
+    }
 }

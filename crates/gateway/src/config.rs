@@ -14,6 +14,7 @@ use serde_spanned::Spanned;
 
 use crate::admin::AdminSettings;
 use crate::audit::{AuditSettings, Export, StoreFailure};
+use crate::metrics::MetricsSettings;
 use crate::registry::{Mode, RegistrySettings};
 use crate::secret::SecretRef;
 use crate::validation::{Refusal, Strictness, ValidationSettings};
@@ -46,6 +47,8 @@ pub struct RawConfig {
     pub validation: Option<RawValidation>,
     /// The audit trail. Absent: on, in the registry's store, when the registry is on.
     pub audit: Option<RawAudit>,
+    /// Prometheus metrics.
+    pub metrics: Option<RawMetrics>,
 }
 
 /// `[auth]`
@@ -203,6 +206,21 @@ pub struct RawAudit {
     /// How long each partition's records are kept: `calls`, `access`, `system` (e.g. "400d").
     #[serde(default)]
     pub retention: HashMap<String, Spanned<String>>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// A listener of its own for `GET /metrics`, e.g. `127.0.0.1:9464` (it is also served on
+    /// the admin listener).
+    pub address: Option<Spanned<String>>,
+    /// Label calls with principal ids (else with principal kinds).
+    #[serde(default)]
+    pub principal_labels: bool,
+    /// With `principal_labels`, at most this many distinct ids get a label (the rest: `other`).
+    #[serde(default = "default_max_principals")]
+    pub max_principals: usize,
 }
 
 /// `[admin]`
@@ -399,6 +417,9 @@ fn default_jwks_refresh() -> Duration {
 fn default_policy_reload() -> Duration {
     Duration::from_secs(2)
 }
+fn default_max_principals() -> usize {
+    500
+}
 fn default_on() -> Spanned<String> {
     Spanned::new(0..0, "on".to_owned())
 }
@@ -504,6 +525,7 @@ pub struct Config {
     pub policy: PolicySettings,
     pub validation: ValidationSettings,
     pub audit: Option<AuditSettings>,
+    pub metrics: MetricsSettings,
 }
 
 /// Who hosts are (`[auth]`).
@@ -974,7 +996,8 @@ impl Validator<'_> {
         let policy = self.policy(raw.policy, base);
         let validation = self.validation(raw.validation);
         let audit = self.audit(raw.audit, registry.as_ref(), &gateway.name, base);
-        Config { gateway, listen, upstreams, routes, registry, admin, auth, policy, validation, audit }
+        let metrics = self.metrics(raw.metrics);
+        Config { gateway, listen, upstreams, routes, registry, admin, auth, policy, validation, audit, metrics }
     }
 }
 
@@ -1249,6 +1272,20 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    fn metrics(&mut self, raw: Option<RawMetrics>) -> MetricsSettings {
+        let Some(raw) = raw else {
+            return MetricsSettings { max_principals: default_max_principals(), ..Default::default() };
+        };
+        let address = raw.address.as_ref().and_then(|a| match a.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(a, "metrics.address", "expected an address like 127.0.0.1:9464");
+                None
+            }
+        });
+        MetricsSettings { address, principal_labels: raw.principal_labels, max_principals: raw.max_principals }
+    }
+
     fn audit(
         &mut self,
         raw: Option<RawAudit>,

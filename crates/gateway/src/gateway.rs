@@ -27,6 +27,7 @@ use crate::config::{Config, HeaderSource, UpstreamCredentials, UpstreamTransport
 use crate::error::Denied;
 use crate::error::GatewayError;
 use crate::exchange::TokenExchange;
+use crate::metrics::{CallFacts, Metrics};
 use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
 use crate::pipeline::{CallContext, Controls, Governed, Pipeline, Stop};
 use crate::policy::PolicyControl;
@@ -105,6 +106,7 @@ pub struct Gateway {
     schemas: Arc<SchemaCache>,
     client_info: ClientInfo,
     audit: Option<Arc<Auditor>>,
+    metrics: Arc<Metrics>,
     /// The server version each upstream last reported (index-aligned with `upstreams`).
     versions: std::sync::Mutex<Vec<Option<String>>>,
 }
@@ -131,6 +133,7 @@ impl Gateway {
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone()))).collect();
         let upstreams_len = upstreams.len();
+        let config_metrics = config.metrics.clone();
         let routes: Vec<Arc<Route>> = config
             .routes
             .iter()
@@ -171,6 +174,7 @@ impl Gateway {
             schemas,
             client_info,
             versions: std::sync::Mutex::new(vec![None; upstreams_len]),
+            metrics: Metrics::new(config_metrics),
             audit,
         });
         if gateway.policy.is_some() {
@@ -289,12 +293,14 @@ impl Gateway {
             match client.info(u_timeout(&gateway, index)).await {
                 Ok(info) => {
                     if let Some(g) = gateway.upgrade() {
+                        g.metrics.upstream(client.name(), true);
                         g.upstream_ready(index, &info).await;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(server = %client.name(), error = %e, "upstream not ready yet");
                     if let Some(g) = gateway.upgrade() {
+                        g.metrics.upstream(client.name(), false);
                         let body = serde_json::json!({"error": e.to_string(), "reason": e.reason()});
                         g.system_event(Kind::UpstreamUnavailable, client.name(), "", "unavailable", body).await;
                     }
@@ -410,6 +416,11 @@ impl Gateway {
     /// The audit trail, when one is configured.
     pub fn auditor(&self) -> Option<&Arc<Auditor>> {
         self.audit.as_ref()
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Records that a host opened a session (`initialize`) or discovered the server.
@@ -551,8 +562,7 @@ impl Gateway {
         params: Option<&RawValue>,
         related: &mpsc::Sender<Bytes>,
     ) -> Answer {
-        let mut trail =
-            (self.audit.is_some() && Governed::of(method).is_some()).then(|| CallTrail::start(host_trace(host)));
+        let mut trail = Governed::of(method).is_some().then(|| CallTrail::start(host_trace(host)));
         if method == "server/discover" {
             let client = params
                 .and_then(RawObject::parse)
@@ -563,6 +573,31 @@ impl Gateway {
         let outcome = self.dispatch(host, method, params, related, trail.as_mut()).await;
         let summary = trail.as_ref().map(|_| Summary::of(&outcome));
         let answer = self.answer(host, id, method, outcome);
+        if let (Some(trail), Some(summary)) = (&trail, &summary) {
+            self.metrics.call(&CallFacts {
+                method,
+                server: &trail.server,
+                tool: trail.listed.then_some(trail.item.as_str()),
+                principal: &host.principal,
+                outcome: summary.outcome,
+                latency: trail.started.elapsed(),
+                result_bytes: summary.bytes,
+                executed: crate::audit::executed(summary.outcome),
+                read_only: trail.read_only,
+                sensitive: trail.data_class.is_some_and(|c| {
+                    matches!(
+                        c,
+                        portcullis_registry::model::DataClass::Confidential
+                            | portcullis_registry::model::DataClass::Restricted
+                    )
+                }),
+                span: &trail.span,
+                parent: &trail.trace.parent_id,
+                denial: summary.stage.zip(summary.reason),
+                error: summary.blame.zip(summary.reason),
+                timeout: summary.timeout,
+            });
+        }
         if let (Some(trail), Some(summary), Some(audit)) = (trail, summary, &self.audit) {
             let tier = trail.tier;
             let entry = call_entry(host, method, trail, &summary, answer.error_code);
@@ -887,8 +922,11 @@ impl Gateway {
         if let Some(target) = outcome.as_ref().ok().or(call.target.as_ref()) {
             trail.server.clone_from(&target.upstream.settings.name);
             trail.item.clone_from(&target.name);
-            trail.tier = self.registry.as_ref().and_then(|r| r.facts(&trail.server, &trail.item)).map(|f| f.risk_tier);
+            let facts = self.registry.as_ref().and_then(|r| r.facts(&trail.server, &trail.item));
+            trail.tier = facts.as_ref().map(|f| f.risk_tier);
+            trail.data_class = facts.as_ref().map(|f| f.data_class);
             if let Some(facts) = target.upstream.tool(&target.name) {
+                trail.listed = true;
                 trail.read_only = facts.read_only;
                 trail.destructive = facts.destructive;
             }
@@ -907,8 +945,9 @@ impl Gateway {
 
     /// Notes what a governed request names and carries, for its audit record.
     fn note_request(&self, trail: Option<&mut CallTrail>, p: &RawObject, name: &str, arguments_field: &str) {
-        let (Some(trail), Some(audit)) = (trail, &self.audit) else { return };
-        trail.adopt_meta(p);
+        let Some(trail) = trail else { return };
+        trail.adopt_meta(p, self.audit.is_some());
+        let Some(audit) = &self.audit else { return };
         trail.name = name.to_owned();
         if let Some(raw) = p.get(arguments_field).filter(|_| !arguments_field.is_empty()) {
             let settings = audit.settings();
@@ -1580,11 +1619,23 @@ struct Summary {
     stage: Option<&'static str>,
     message: Option<String>,
     policies: Vec<String>,
+    /// Whose fault a failure was (not set for refusals).
+    blame: Option<&'static str>,
+    timeout: bool,
 }
 
 impl Summary {
     fn of(outcome: &Result<Reply, GatewayError>) -> Summary {
-        let blank = |outcome| Summary { outcome, bytes: 0, reason: None, stage: None, message: None, policies: vec![] };
+        let blank = |outcome| Summary {
+            outcome,
+            bytes: 0,
+            reason: None,
+            stage: None,
+            message: None,
+            policies: vec![],
+            blame: None,
+            timeout: false,
+        };
         match outcome {
             Ok(Reply::Result(r)) => {
                 let obj = RawObject::parse(r);
@@ -1623,7 +1674,23 @@ impl Summary {
                     ),
                     _ => (None, Vec::new()),
                 };
-                Summary { reason: Some(e.reason()), stage, message: Some(e.to_string()), policies, ..blank(word) }
+                let blame = match (e.blame(), stage) {
+                    (_, Some(_)) => None,
+                    (crate::error::Blame::Host, None) => Some("host"),
+                    (crate::error::Blame::Upstream, None) => Some("upstream"),
+                    (crate::error::Blame::Control, None) => Some("control"),
+                    (crate::error::Blame::Gateway, None) => Some("gateway"),
+                };
+                let timeout = matches!(e, GatewayError::Upstream { error: UpstreamError::Timeout(_), .. });
+                Summary {
+                    reason: Some(e.reason()),
+                    stage,
+                    message: Some(e.to_string()),
+                    policies,
+                    blame,
+                    timeout,
+                    ..blank(word)
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod exchange;
 pub mod gateway;
 pub mod identity;
+pub mod metrics;
 pub mod operator;
 pub mod parked;
 pub mod pipeline;

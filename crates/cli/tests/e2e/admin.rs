@@ -2,14 +2,17 @@
 //! token guards `/admin/v1`, an entry added and approved over HTTP is published in the
 //! MCP Registry API shapes, bad documents and concurrent approvals get clear errors,
 //! and the OpenAPI document describes every route. The approval flow runs on SQLite
-//! and on PostgreSQL.
+//! and on PostgreSQL. The audit trail of real calls is searched, traced and verified over
+//! the same API.
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Raw, fixture, free_port, host, raw};
+use crate::harness::{
+    DEMO_UPSTREAM, Gateway, Raw, fixture, free_port, host, legacy_session, modern, post, raw, workspace,
+};
 use crate::registry::{Backend, TestStore, drift_upstream, ok, registry};
 
 const DRIFT: &str = "io.example.orders/lookup";
@@ -24,30 +27,34 @@ struct Admin {
 }
 
 impl Admin {
+    /// The drift upstream behind an enforcing registry in `store`.
     fn start(store: &TestStore, description: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let token = format!("e2e-admin-{}", std::process::id());
-        let token_file = dir.path().join("admin.token");
-        std::fs::write(&token_file, format!("{token}\n")).expect("write token");
-        let port = free_port();
-        let gw = Gateway::start(&format!(
+        Self::launch(&format!(
             r#"
 [registry]
 mode = "enforce"
 store = "{}"
 rescan_interval = "1s"
-
-[admin]
-address = "127.0.0.1:{port}"
-token = "file:{}"
 {}
 [[route]]
 path = "/mcp"
 upstreams = ["drift"]
 "#,
             store.url,
-            token_file.display(),
             drift_upstream(description),
+        ))
+    }
+
+    /// This configuration with the admin API added.
+    fn launch(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = format!("e2e-admin-{}", std::process::id());
+        let token_file = dir.path().join("admin.token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("write token");
+        let port = free_port();
+        let gw = Gateway::start(&format!(
+            "{config}\n[admin]\naddress = \"127.0.0.1:{port}\"\ntoken = \"file:{}\"\n",
+            token_file.display()
         ));
         assert!(gw.log().contains(&format!("admin API listening on http://127.0.0.1:{port}")), "{}", gw.log());
         assert!(!gw.log().contains(&token), "the token is never logged");
@@ -329,6 +336,9 @@ async fn the_openapi_document_describes_every_route() {
         ("post", "/admin/v1/entries/{name}/versions/{version}/revoke"),
         ("get", "/admin/v1/entries/{name}/versions/{version}/diff"),
         ("get", "/admin/v1/entries/{name}/versions/{version}/drift"),
+        ("get", "/admin/v1/audit/records"),
+        ("get", "/admin/v1/audit/trace/{correlation}"),
+        ("get", "/admin/v1/audit/verify"),
     ];
     for (method, path) in routes {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not described");
@@ -358,4 +368,158 @@ fn serve_refuses_to_start_with_an_empty_admin_token() {
         .expect("run serve");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("admin.token") && err.contains("empty"), "{err}");
+}
+
+/// `GET /admin/v1/audit/records` with a query; the records.
+async fn audit_records(admin: &Admin, query: &str) -> Vec<Value> {
+    let r = admin.get(&format!("/admin/v1/audit/records?{query}")).await;
+    assert_eq!(r.status, 200, "{query}: {}", r.body);
+    r.json()["records"].as_array().cloned().unwrap_or_else(|| panic!("{query}: {}", r.body))
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_searched_traced_and_verified_over_http() {
+    let store = TestStore::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("audit.key");
+    let out = std::process::Command::new(crate::harness::portcullis())
+        .args(["audit", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let policy = dir.path().join("team.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"no-search\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"demo/search_tickets\");\n",
+    )
+    .expect("policy");
+    // `[audit]` names no store: the trail is kept in the registry's.
+    let admin = Admin::launch(&format!(
+        r#"
+[registry]
+mode = "enforce"
+store = "{}"
+seed = ["{}"]
+
+[policy]
+paths = ["{}"]
+include_default = true
+
+[audit]
+signing_key = "file:{}"
+checkpoint_interval = "100ms"
+{DEMO_UPSTREAM}
+[[route]]
+path = "/mcp"
+upstreams = ["demo"]
+"#,
+        store.url,
+        workspace().join("examples/registry/demo.server.json").display(),
+        policy.display(),
+        key.display(),
+    ));
+    let url = admin.gw.url("/mcp");
+
+    // A legacy session in the host's trace, a call the policy denies, and a modern call in another trace.
+    let legacy_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sid = legacy_session(&url, "2025-11-25").await;
+    let session = [("mcp-session-id", sid.as_str()), ("mcp-protocol-version", "2025-11-25")];
+    let call = |id: u64, name: &str, args: Value| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": args}});
+    let traced = format!("00-{legacy_trace}-00f067aa0ba902b7-01");
+    let mut headers = session.to_vec();
+    headers.push(("traceparent", traced.as_str()));
+    let echo = post(&url, &headers, &call(2, "demo__echo", json!({"text": "hi"}))).await.json();
+    assert_eq!(echo["result"]["content"][0]["text"], "hi", "{echo}\n{}", admin.gw.log());
+    let denied = post(&url, &session, &call(3, "demo__search_tickets", json!({"query": "login"}))).await.json();
+    assert_eq!(denied["error"]["code"], -31010, "{denied}");
+    let modern_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut body = modern(4, "tools/call", json!({"name": "demo__echo", "arguments": {"text": "modern"}}));
+    body["params"]["_meta"]["traceparent"] = json!(format!("00-{modern_trace}-b7ad6b7169203331-01"));
+    let modern_headers =
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "demo__echo")];
+    let r = post(&url, &modern_headers, &body).await;
+    assert_eq!(r.json()["result"]["content"][0]["text"], "modern", "{}", r.body);
+
+    // Records, oldest first, in the shape `audit search --json` prints; calls are durable before their answers.
+    let all = audit_records(&admin, "limit=10000").await;
+    let times: Vec<i64> = all.iter().filter_map(|r| r["time_ms"].as_i64()).collect();
+    assert!(times.len() == all.len() && times.is_sorted(), "oldest first: {all:#?}");
+    let calls = audit_records(&admin, "kind=call").await;
+    assert_eq!(
+        calls.iter().map(|c| (c["item"].clone(), c["outcome"].clone())).collect::<Vec<_>>(),
+        [(json!("echo"), json!("ok")), (json!("search_tickets"), json!("denied")), (json!("echo"), json!("ok"))],
+        "{calls:#?}"
+    );
+    assert!(all.len() > calls.len(), "other events are recorded too: {all:#?}");
+    let c = &calls[0];
+    assert_eq!((&c["stream"], &c["seq"], &c["kind"]), (&json!("portcullis/calls"), &json!(1), &json!("call")));
+    assert_eq!((&c["principal"], &c["server"]), (&json!("anonymous"), &json!("demo")));
+    assert_eq!((&c["correlation"], &c["parent"]), (&json!(legacy_trace), &json!("00f067aa0ba902b7")));
+    assert_eq!(c["request"].as_str().map(str::len), Some(16), "{c}");
+    assert_eq!(c["body"]["arguments"], json!({"text": "hi"}), "the body is JSON: {c}");
+    assert!(c["hash"].as_str().is_some_and(|h| !h.is_empty()), "{c}");
+    assert!(c["time_ms"].as_i64().is_some_and(|t| t > 0), "{c}");
+    let by_trace = audit_records(&admin, &format!("correlation={legacy_trace}")).await;
+    assert_eq!(by_trace, calls[..1], "one record carries the legacy trace");
+    let modern_calls = audit_records(&admin, &format!("kind=call&correlation={modern_trace}")).await;
+    assert_eq!(modern_calls.len(), 1, "{modern_calls:#?}");
+    assert_eq!(modern_calls[0]["body"]["arguments"], json!({"text": "modern"}));
+    let refused = audit_records(&admin, "kind=call&outcome=denied&tool=search_tickets&server=demo").await;
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["body"]["refusal"]["policies"], json!(["no-search"]));
+    assert_eq!(audit_records(&admin, "kind=call&limit=2").await, calls[..2], "the oldest first, up to the limit");
+    let since = calls[2]["time_ms"].as_i64().unwrap_or_default();
+    assert!(
+        !audit_records(&admin, &format!("kind=call&until_ms={since}")).await.contains(&calls[2]),
+        "until is exclusive"
+    );
+    assert_eq!(audit_records(&admin, &format!("kind=call&since_ms={since}")).await.last(), calls.last());
+    for bad in ["limit=0", "limit=10001", "limit=many", "since_ms=yesterday", "until_ms=1.5", "tools=echo"] {
+        let r = admin.get(&format!("/admin/v1/audit/records?{bad}")).await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_request".to_owned()), "{bad}: {}", r.body);
+    }
+
+    // The interaction, reconstructed as `audit trace --json` does; an unknown id is not found.
+    let session_trace = calls[1]["correlation"].as_str().unwrap_or_default().to_owned();
+    let r = admin.get(&format!("/admin/v1/audit/trace/{session_trace}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!(report["correlation"], json!(session_trace), "{report:#}");
+    assert_eq!(report["hosts"][0]["protocol"], "2025-11-25", "{report:#}");
+    assert_eq!(report["servers_connected"][0]["server"], "demo", "{report:#}");
+    assert_eq!(report["calls"][0]["item"], "search_tickets", "{report:#}");
+    assert_eq!(report["calls"][0]["refusal"]["policies"], json!(["no-search"]), "{report:#}");
+    assert_eq!(
+        report["summary"],
+        json!({"requested": 1, "auto_approved": 0, "denied": 1, "approval_required": 0, "failed": 0}),
+        "{report:#}"
+    );
+    let r = admin.get(&format!("/admin/v1/audit/trace/{legacy_trace}")).await.json();
+    assert_eq!((r["records"].clone(), r["calls"][0]["item"].clone()), (json!(1), json!("echo")), "{r:#}");
+    let r = admin.get("/admin/v1/audit/trace/00000000000000000000000000000001").await;
+    assert_eq!((r.status, code(&r)), (404, "not_found".to_owned()), "{}", r.body);
+
+    // Intact, and checked against the configured signing key's public half.
+    let r = admin.get("/admin/v1/audit/verify").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let verified = r.json();
+    assert_eq!(verified["intact"], true, "{verified:#}");
+    let streams = verified["streams"].as_array().cloned().unwrap_or_default();
+    let calls_stream =
+        streams.iter().find(|s| s["stream"] == "portcullis/calls").unwrap_or_else(|| panic!("{verified:#}"));
+    assert_eq!((&calls_stream["records"], &calls_stream["last_seq"]), (&json!(3), &json!(3)), "{calls_stream}");
+    assert!(streams.iter().all(|s| s["signatures_checked"] == true && s["findings"] == json!([])), "{verified:#}");
+
+    // None of it without the token.
+    for path in [
+        "/admin/v1/audit/records".to_owned(),
+        format!("/admin/v1/audit/trace/{legacy_trace}"),
+        "/admin/v1/audit/verify".to_owned(),
+    ] {
+        for headers in [&[][..], &[("authorization", "Bearer wrong-token")][..]] {
+            let r = raw(Method::GET, &admin.url(&path), headers, "").await;
+            assert_eq!((r.status, code(&r)), (401, "unauthorized".to_owned()), "{path} {headers:?}: {}", r.body);
+        }
+    }
 }

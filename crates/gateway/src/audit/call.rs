@@ -29,6 +29,10 @@ pub struct CallTrail {
     pub decision: Option<Value>,
     /// A modern host's `clientInfo` from `_meta`.
     pub client: Option<Value>,
+    /// The registry's data class for the server.
+    pub data_class: Option<portcullis_registry::model::DataClass>,
+    /// Whether the upstream listed the tool (so its name may label metrics).
+    pub listed: bool,
     /// The tool's `readOnlyHint` and `destructiveHint`, as listed.
     pub read_only: Option<bool>,
     pub destructive: Option<bool>,
@@ -49,18 +53,21 @@ impl CallTrail {
             arguments: None,
             decision: None,
             client: None,
+            data_class: None,
+            listed: false,
             read_only: None,
             destructive: None,
         }
     }
 
-    /// Takes the trace and client named in the request's `_meta` (they win over the headers).
-    pub fn adopt_meta(&mut self, params: &RawObject) {
+    /// Takes the trace named in the request's `_meta` (it wins over the header), and the
+    /// client when it is to be recorded.
+    pub fn adopt_meta(&mut self, params: &RawObject, client: bool) {
         let Some(m) = params.get_object("_meta") else { return };
         if let Some(t) = m.get_str(meta::TRACEPARENT).as_deref().and_then(TraceContext::parse) {
             self.trace = t;
         }
-        if let Some(client) = m.get(meta::CLIENT_INFO) {
+        if client && let Some(client) = m.get(meta::CLIENT_INFO) {
             self.client = serde_json::from_str(client.get()).ok();
         }
     }

@@ -1,5 +1,5 @@
 //! Reconstructing an interaction from the audit trail: `portcullis audit trace` and the admin
-//! API's `/admin/audit/trace/{id}` answer the incident questions from the records of one
+//! API's `/admin/v1/audit/trace/{correlation}` answer the incident questions from the records of one
 //! correlation id, and from the records around it (which servers were connected, what the
 //! principal was shown).
 

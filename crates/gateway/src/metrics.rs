@@ -1,0 +1,326 @@
+//! Prometheus metrics (text format at `/metrics`): governed calls by server, tool, principal
+//! and outcome, denials by stage and reason, approvals, errors, latency and result-size
+//! histograms by server and tool, timeouts, sensitive results, write actions, cross-tool
+//! workflows, and upstream availability.
+//!
+//! Label cardinality is bounded: servers come from the configuration; a tool is named only once
+//! its upstream listed it (else `other`); principals are labelled by kind unless
+//! `[metrics] principal_labels` is on, and then only the first `max_principals` distinct ids
+//! get a label of their own (the rest are `other`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use portcullis_identity::Principal;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `[metrics]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// A listener of its own for `/metrics` (it is also served on the admin listener).
+    pub address: Option<std::net::SocketAddr>,
+    /// Label calls with principal ids (bounded by `max_principals`) rather than principal kinds.
+    pub principal_labels: bool,
+    pub max_principals: usize,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: String,
+    server: String,
+    tool: String,
+    principal: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ItemLabels {
+    server: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    stage: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    blame: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApprovalLabels {
+    state: String,
+}
+
+type HistogramFamily = Family<ItemLabels, Histogram, fn() -> Histogram>;
+
+/// What the metrics need of one governed call.
+pub struct CallFacts<'a> {
+    pub method: &'a str,
+    /// The upstream ("" when the request was not routed).
+    pub server: &'a str,
+    /// The tool, when its upstream listed it.
+    pub tool: Option<&'a str>,
+    pub principal: &'a Principal,
+    pub outcome: &'a str,
+    pub latency: Duration,
+    pub result_bytes: usize,
+    /// Whether the upstream executed the call.
+    pub executed: bool,
+    pub read_only: Option<bool>,
+    /// The registry's data class for the server is confidential or restricted.
+    pub sensitive: bool,
+    /// The gateway's span for the call, and the span the host named as its cause.
+    pub span: &'a str,
+    pub parent: &'a str,
+    pub denial: Option<(&'a str, &'a str)>,
+    pub error: Option<(&'a str, &'a str)>,
+    pub timeout: bool,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    settings: MetricsSettings,
+    calls: Family<CallLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    approvals: Family<ApprovalLabels, Counter>,
+    latency: HistogramFamily,
+    result_bytes: HistogramFamily,
+    timeouts: Family<ServerLabels, Counter>,
+    sensitive: Family<ItemLabels, Counter>,
+    writes: Family<ItemLabels, Counter>,
+    workflows: Counter,
+    upstream_up: Family<ServerLabels, Gauge>,
+    principals: Mutex<HashSet<String>>,
+    /// Recent calls' spans and tools, to see a call follow from another tool's result.
+    recent: Mutex<HashMap<String, String>>,
+}
+
+/// How many recent spans are remembered for workflow detection.
+const RECENT_SPANS: usize = 4096;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(256.0, 4.0, 10))
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(settings: MetricsSettings) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("portcullis");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register("calls", "Governed requests by method, server, tool, principal and outcome", calls.clone());
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register("denials", "Refused requests by pipeline stage and reason", denials.clone());
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("errors", "Failed requests by whose fault and reason", errors.clone());
+        let approvals = Family::<ApprovalLabels, Counter>::default();
+        registry.register("approvals", "Calls that needed a human's approval, by state", approvals.clone());
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register("call_duration_seconds", "Governed request latency through the gateway", latency.clone());
+        let result_bytes: HistogramFamily = Family::new_with_constructor(size_histogram);
+        registry.register("result_bytes", "Size of results returned to hosts", result_bytes.clone());
+        let timeouts = Family::<ServerLabels, Counter>::default();
+        registry.register("upstream_timeouts", "Calls an upstream did not answer in time", timeouts.clone());
+        let sensitive = Family::<ItemLabels, Counter>::default();
+        registry.register(
+            "sensitive_results",
+            "Results from servers whose data is confidential or restricted",
+            sensitive.clone(),
+        );
+        let writes = Family::<ItemLabels, Counter>::default();
+        registry.register("write_actions", "Executed calls of tools not marked read-only", writes.clone());
+        let workflows = Counter::default();
+        registry.register(
+            "cross_tool_workflows",
+            "Calls that follow from another tool's result (the host named that call as parent)",
+            workflows.clone(),
+        );
+        let upstream_up = Family::<ServerLabels, Gauge>::default();
+        registry.register("upstream_up", "Whether the gateway reaches an upstream (1) or not (0)", upstream_up.clone());
+        Arc::new(Metrics {
+            registry,
+            settings,
+            calls,
+            denials,
+            errors,
+            approvals,
+            latency,
+            result_bytes,
+            timeouts,
+            sensitive,
+            writes,
+            workflows,
+            upstream_up,
+            principals: Mutex::new(HashSet::new()),
+            recent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &MetricsSettings {
+        &self.settings
+    }
+
+    /// Counts one governed request.
+    pub fn call(&self, f: &CallFacts<'_>) {
+        let server = if f.server.is_empty() { "unrouted" } else { f.server };
+        let tool = f.tool.unwrap_or("other");
+        let principal = self.principal_label(f.principal);
+        self.calls
+            .get_or_create(&CallLabels {
+                method: f.method.to_owned(),
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                principal,
+                outcome: f.outcome.to_owned(),
+            })
+            .inc();
+        let item = ItemLabels { server: server.to_owned(), tool: tool.to_owned() };
+        self.latency.get_or_create(&item).observe(f.latency.as_secs_f64());
+        if let Some((stage, reason)) = f.denial {
+            self.denials.get_or_create(&DenialLabels { stage: stage.to_owned(), reason: reason.to_owned() }).inc();
+        }
+        if let Some((blame, reason)) = f.error {
+            self.errors.get_or_create(&ErrorLabels { blame: blame.to_owned(), reason: reason.to_owned() }).inc();
+        }
+        if f.outcome == "approval_required" {
+            self.approvals.get_or_create(&ApprovalLabels { state: "required".to_owned() }).inc();
+        }
+        if f.timeout {
+            self.timeouts.get_or_create(&ServerLabels { server: server.to_owned() }).inc();
+        }
+        if f.executed {
+            self.result_bytes.get_or_create(&item).observe(f.result_bytes as f64);
+            if f.sensitive {
+                self.sensitive.get_or_create(&item).inc();
+            }
+            if f.read_only != Some(true) && f.method == "tools/call" {
+                self.writes.get_or_create(&item).inc();
+            }
+        }
+        let key = format!("{server}/{tool}");
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if !f.parent.is_empty() && recent.get(f.parent).is_some_and(|before| *before != key) {
+            self.workflows.inc();
+        }
+        if f.executed && !f.span.is_empty() {
+            if recent.len() >= RECENT_SPANS {
+                recent.clear();
+            }
+            recent.insert(f.span.to_owned(), key);
+        }
+    }
+
+    /// Sets whether an upstream is reachable.
+    pub fn upstream(&self, server: &str, up: bool) {
+        self.upstream_up.get_or_create(&ServerLabels { server: server.to_owned() }).set(i64::from(up));
+    }
+
+    fn principal_label(&self, p: &Principal) -> String {
+        if !self.settings.principal_labels {
+            return p.kind.as_str().to_owned();
+        }
+        let mut known = self.principals.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.contains(&p.id) {
+            return p.id.clone();
+        }
+        if known.len() < self.settings.max_principals {
+            known.insert(p.id.clone());
+            return p.id.clone();
+        }
+        "other".to_owned()
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+
+    /// A router serving `GET /metrics`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new().route("/metrics", get(scrape)).with_state(Arc::clone(self))
+    }
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(p: &'a Principal, tool: &'a str, span: &'a str, parent: &'a str) -> CallFacts<'a> {
+        CallFacts {
+            method: "tools/call",
+            server: "demo",
+            tool: Some(tool),
+            principal: p,
+            outcome: "ok",
+            latency: Duration::from_millis(3),
+            result_bytes: 100,
+            executed: true,
+            read_only: Some(tool == "read"),
+            sensitive: false,
+            span,
+            parent,
+            denial: None,
+            error: None,
+            timeout: false,
+        }
+    }
+
+    #[test]
+    fn counts_calls_writes_and_workflows_with_bounded_principals() {
+        let m = Metrics::new(MetricsSettings { address: None, principal_labels: true, max_principals: 1 });
+        let (alice, bob) = (Principal::local("alice", vec![]), Principal::local("bob", vec![]));
+        m.call(&facts(&alice, "read", "a1", ""));
+        m.call(&facts(&bob, "write", "b1", "a1"));
+        m.call(&facts(&bob, "write", "b2", "b1"));
+        let text = m.encode();
+        assert!(text.contains(r#"portcullis_calls_total{method="tools/call",server="demo",tool="read",principal="alice",outcome="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"principal="other",outcome="ok"} 2"#), "bob is over the limit: {text}");
+        assert!(text.contains(r#"portcullis_write_actions_total{server="demo",tool="write"} 2"#), "{text}");
+        assert!(
+            text.contains("portcullis_cross_tool_workflows_total 1"),
+            "write after read, not write after write: {text}"
+        );
+        assert!(text.contains("portcullis_call_duration_seconds_bucket"), "{text}");
+    }
+}
