@@ -39,5 +39,7 @@ mod registry;
 mod routing;
 #[path = "e2e/stdio.rs"]
 mod stdio;
+#[path = "e2e/telemetry.rs"]
+mod telemetry;
 #[path = "e2e/validation.rs"]
 mod validation;

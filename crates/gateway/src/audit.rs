@@ -102,8 +102,12 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Opens the store, reads the signing key, and starts the writer.
-    pub async fn start(settings: AuditSettings) -> Result<Arc<Auditor>, String> {
+    /// Opens the store, reads the signing key, and starts the writer (which also sends
+    /// committed records to OpenTelemetry as logs, when configured).
+    pub async fn start(
+        settings: AuditSettings,
+        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    ) -> Result<Arc<Auditor>, String> {
         let store = Store::connect(&settings.store).await.map_err(|e| format!("audit store: {e}"))?;
         let key = match &settings.signing_key {
             Some(reference) => {
@@ -127,6 +131,7 @@ impl Auditor {
             heads: HashMap::new(),
             signed: HashMap::new(),
             exporter,
+            telemetry,
             spooled: tokio::fs::metadata(&settings.spool).await.is_ok_and(|m| m.len() > 0),
         };
         let handle = tokio::spawn(writer.run(rx, closed.clone()));
@@ -198,6 +203,7 @@ struct Writer {
     /// The last sequence number checkpointed on each stream.
     signed: HashMap<String, i64>,
     exporter: Option<Exporter>,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Whether the spool file may hold records not yet in the store.
     spooled: bool,
 }
@@ -307,6 +313,9 @@ impl Writer {
         }
         if let Some(exporter) = &self.exporter {
             exporter.send(records);
+        }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.audit_logs(records);
         }
     }
 
@@ -616,6 +625,7 @@ mod tests {
             heads: HashMap::new(),
             signed: HashMap::new(),
             exporter: None,
+            telemetry: None,
             spooled: false,
         };
         writer.retain().await;

@@ -17,6 +17,7 @@ use crate::audit::{AuditSettings, Export, StoreFailure};
 use crate::metrics::MetricsSettings;
 use crate::registry::{Mode, RegistrySettings};
 use crate::secret::SecretRef;
+use crate::telemetry::{OtlpProtocol, TelemetrySettings};
 use crate::validation::{Refusal, Strictness, ValidationSettings};
 
 /// The raw configuration file.
@@ -49,6 +50,8 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     /// Prometheus metrics.
     pub metrics: Option<RawMetrics>,
+    /// OpenTelemetry export (OTLP/HTTP) of call spans and audit records.
+    pub telemetry: Option<RawTelemetry>,
 }
 
 /// `[auth]`
@@ -206,6 +209,25 @@ pub struct RawAudit {
     /// How long each partition's records are kept: `calls`, `access`, `system` (e.g. "400d").
     #[serde(default)]
     pub retention: HashMap<String, Spanned<String>>,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The OTLP/HTTP collector's base URL, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: Spanned<String>,
+    /// `http/protobuf` or `http/json`.
+    #[serde(default = "default_otlp_protocol")]
+    pub protocol: Spanned<String>,
+    /// Export a span per governed call, with its stages and upstream call.
+    #[serde(default = "default_true")]
+    pub traces: bool,
+    /// Export each committed audit record as an OpenTelemetry log record.
+    #[serde(default = "default_true")]
+    pub audit_logs: bool,
+    /// `service.name` of what is exported (default: the gateway's name).
+    pub service_name: Option<String>,
 }
 
 /// `[metrics]`
@@ -417,6 +439,9 @@ fn default_jwks_refresh() -> Duration {
 fn default_policy_reload() -> Duration {
     Duration::from_secs(2)
 }
+fn default_otlp_protocol() -> Spanned<String> {
+    Spanned::new(0..0, "http/protobuf".to_owned())
+}
 fn default_max_principals() -> usize {
     500
 }
@@ -526,6 +551,7 @@ pub struct Config {
     pub validation: ValidationSettings,
     pub audit: Option<AuditSettings>,
     pub metrics: MetricsSettings,
+    pub telemetry: Option<TelemetrySettings>,
 }
 
 /// Who hosts are (`[auth]`).
@@ -997,7 +1023,21 @@ impl Validator<'_> {
         let validation = self.validation(raw.validation);
         let audit = self.audit(raw.audit, registry.as_ref(), &gateway.name, base);
         let metrics = self.metrics(raw.metrics);
-        Config { gateway, listen, upstreams, routes, registry, admin, auth, policy, validation, audit, metrics }
+        let telemetry = raw.telemetry.map(|t| self.telemetry(t, &gateway.name));
+        Config {
+            gateway,
+            listen,
+            upstreams,
+            routes,
+            registry,
+            admin,
+            auth,
+            policy,
+            validation,
+            audit,
+            metrics,
+            telemetry,
+        }
     }
 }
 
@@ -1272,6 +1312,35 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    fn telemetry(&mut self, raw: RawTelemetry, gateway: &str) -> TelemetrySettings {
+        let endpoint = raw.otlp_endpoint.get_ref().clone();
+        if !endpoint
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+        {
+            self.problem(&raw.otlp_endpoint, "telemetry.otlp_endpoint", "expected an http:// or https:// URL");
+        }
+        let protocol = match raw.protocol.get_ref().as_str() {
+            "http/protobuf" => OtlpProtocol::Protobuf,
+            "http/json" => OtlpProtocol::Json,
+            other => {
+                self.problem(
+                    &raw.protocol,
+                    "telemetry.protocol",
+                    format!("unknown protocol '{other}' (expected http/protobuf or http/json)"),
+                );
+                OtlpProtocol::Protobuf
+            }
+        };
+        TelemetrySettings {
+            endpoint,
+            protocol,
+            traces: raw.traces,
+            audit_logs: raw.audit_logs,
+            service_name: raw.service_name.unwrap_or_else(|| gateway.to_owned()),
+        }
+    }
+
     fn metrics(&mut self, raw: Option<RawMetrics>) -> MetricsSettings {
         let Some(raw) = raw else {
             return MetricsSettings { max_principals: default_max_principals(), ..Default::default() };

@@ -35,6 +35,7 @@ use crate::registry::{Mode, Registry};
 use crate::route::{Cursor, ListKind, Route, RouteEvent, Target, ToolFacts, Upstream};
 use crate::secret::Secret;
 use crate::session::Session;
+use crate::telemetry::Telemetry;
 use crate::validation::{Refusal, SchemaCache};
 use portcullis_audit::{Entry, Kind};
 use portcullis_identity::Principal;
@@ -107,6 +108,7 @@ pub struct Gateway {
     client_info: ClientInfo,
     audit: Option<Arc<Auditor>>,
     metrics: Arc<Metrics>,
+    telemetry: Option<Arc<Telemetry>>,
     /// The server version each upstream last reported (index-aligned with `upstreams`).
     versions: std::sync::Mutex<Vec<Option<String>>>,
 }
@@ -149,8 +151,14 @@ impl Gateway {
                     .map_err(|e| GatewayError::Internal(format!("the policy does not load:\n{e}")))?,
             ),
         };
+        let telemetry = match &config.telemetry {
+            Some(settings) => Some(Telemetry::start(settings.clone()).await.map_err(GatewayError::Internal)?),
+            None => None,
+        };
         let audit = match &config.audit {
-            Some(settings) => Some(Auditor::start(settings.clone()).await.map_err(GatewayError::Internal)?),
+            Some(settings) => {
+                Some(Auditor::start(settings.clone(), telemetry.clone()).await.map_err(GatewayError::Internal)?)
+            }
             None => None,
         };
         if let (Some(registry), Some(audit)) = (&registry, &audit) {
@@ -175,6 +183,7 @@ impl Gateway {
             client_info,
             versions: std::sync::Mutex::new(vec![None; upstreams_len]),
             metrics: Metrics::new(config_metrics),
+            telemetry,
             audit,
         });
         if gateway.policy.is_some() {
@@ -411,6 +420,9 @@ impl Gateway {
         if let Some(audit) = &self.audit {
             audit.close().await;
         }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.shutdown().await;
+        }
     }
 
     /// The audit trail, when one is configured.
@@ -598,6 +610,16 @@ impl Gateway {
                 timeout: summary.timeout,
             });
         }
+        if let (Some(trail), Some(summary), Some(telemetry)) = (&trail, &summary, &self.telemetry) {
+            telemetry.call_span(&crate::telemetry::CallSpan {
+                method,
+                trail,
+                principal: &host.principal.id,
+                outcome: summary.outcome,
+                reason: summary.reason,
+                error_code: answer.error_code,
+            });
+        }
         if let (Some(trail), Some(summary), Some(audit)) = (trail, summary, &self.audit) {
             let tier = trail.tier;
             let entry = call_entry(host, method, trail, &summary, answer.error_code);
@@ -650,6 +672,8 @@ impl Gateway {
         related: &mpsc::Sender<Bytes>,
         mut trail: Option<&mut CallTrail>,
     ) -> Result<Reply, GatewayError> {
+        // The host's trace goes on upstream when this gateway records or exports it.
+        let propagate = self.audit.is_some() || self.telemetry.is_some();
         match method {
             "ping" => Ok(Reply::Result(empty_object())),
             "server/discover" => Ok(Reply::Result(self.discover_result(&host.route).await)),
@@ -677,23 +701,17 @@ impl Gateway {
                 let headers = param_headers(&target, &p);
                 let mut rewritten = p;
                 rewritten.insert_str("name", &target.name);
-                if let Some(t) = &trail {
+                if let Some(t) = trail.as_ref().filter(|_| propagate) {
                     set_traceparent(&mut rewritten, &t.traceparent());
                 }
                 let params = rewritten.to_raw();
-                let reply = self
-                    .forward(
-                        host,
-                        &target,
-                        Forward {
-                            method,
-                            params: Some(&params),
-                            name: Some(&target.name.clone()),
-                            param_headers: &headers,
-                        },
-                        related,
-                    )
-                    .await?;
+                let forward = Forward {
+                    method,
+                    params: Some(&params),
+                    name: Some(&target.name.clone()),
+                    param_headers: &headers,
+                };
+                let reply = timed(trail, self.forward(host, &target, forward, related)).await?;
                 if governed == Governed::CallTool {
                     self.check_output(&target, &reply)?;
                 }
@@ -731,14 +749,14 @@ impl Gateway {
                 if let Some(binding) = self.parked_binding(host, method, &uri, &p) {
                     return self.resume(host, binding, &p, related).await;
                 }
-                let traced = trail.as_ref().map(|t| {
+                let traced = trail.as_ref().filter(|_| propagate).map(|t| {
                     let mut p = p.clone();
                     set_traceparent(&mut p, &t.traceparent());
                     p.to_raw()
                 });
                 let params = traced.as_deref().or(params);
-                self.forward(host, &target, Forward { method, params, name: Some(&uri), param_headers: &[] }, related)
-                    .await
+                let forward = Forward { method, params, name: Some(&uri), param_headers: &[] };
+                timed(trail, self.forward(host, &target, forward, related)).await
             }
             "completion/complete" => {
                 let p = params_object(params)?;
@@ -759,7 +777,7 @@ impl Gateway {
                         reference.insert_str("name", &target.name);
                         let mut p = p;
                         p.insert_object("ref", &reference);
-                        if let Some(t) = &trail {
+                        if let Some(t) = trail.as_ref().filter(|_| propagate) {
                             set_traceparent(&mut p, &t.traceparent());
                         }
                         (target, p.to_raw())
@@ -772,7 +790,7 @@ impl Gateway {
                         let mut call = self.call(host, Governed::Complete, &uri, argument.as_ref(), Some(target));
                         let target = self.govern(&mut call, trail.as_deref_mut()).await?;
                         let mut p = p;
-                        if let Some(t) = &trail {
+                        if let Some(t) = trail.as_ref().filter(|_| propagate) {
                             set_traceparent(&mut p, &t.traceparent());
                         }
                         (target, p.to_raw())
@@ -784,13 +802,8 @@ impl Gateway {
                         ));
                     }
                 };
-                self.forward(
-                    host,
-                    &target,
-                    Forward { method, params: Some(&rewritten), name: None, param_headers: &[] },
-                    related,
-                )
-                .await
+                let forward = Forward { method, params: Some(&rewritten), name: None, param_headers: &[] };
+                timed(trail, self.forward(host, &target, forward, related)).await
             }
             "logging/setLevel" => {
                 let level = params_object(params)?
@@ -910,6 +923,7 @@ impl Gateway {
             approval: ApprovalState::None,
             session_calls: host.session.as_ref().map_or(0, |s| s.calls()),
             decision: None,
+            timings: self.telemetry.as_ref().is_some_and(|t| t.traces()).then(Vec::new),
         }
     }
 
@@ -932,6 +946,9 @@ impl Gateway {
             }
         }
         trail.decision = call.decision.as_ref().map(decision_facts);
+        if let Some(timings) = call.timings.take() {
+            trail.stages = timings;
+        }
         let target = outcome?;
         if self.audit.as_ref().is_some_and(|a| a.refuses(trail.tier)) {
             return Err(GatewayError::Denied(Denied::new(
@@ -1608,6 +1625,16 @@ impl Gateway {
             _ => tracing::debug!(method, "host notification ignored"),
         }
     }
+}
+
+/// Runs an upstream call, noting its start and end on the request's trail.
+async fn timed<T>(trail: Option<&mut CallTrail>, call: impl std::future::Future<Output = T>) -> T {
+    let start = std::time::SystemTime::now();
+    let out = call.await;
+    if let Some(t) = trail {
+        t.upstream_call = Some((start, std::time::SystemTime::now()));
+    }
+    out
 }
 
 /// How a governed request ended, for its audit record.

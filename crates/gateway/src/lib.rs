@@ -18,6 +18,7 @@ pub mod registry;
 pub mod route;
 pub mod secret;
 pub mod session;
+pub mod telemetry;
 pub mod validation;
 
 pub use config::Config;

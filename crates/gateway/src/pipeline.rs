@@ -83,6 +83,18 @@ pub struct CallContext<'a> {
     pub session_calls: u64,
     /// The policy's decision, once made.
     pub decision: Option<Decision>,
+    /// When traced: each stage's name, start, end and verdict, in order.
+    pub timings: Option<Vec<StageTiming>>,
+}
+
+/// How long one stage took, for the call's trace.
+#[derive(Debug, Clone)]
+pub struct StageTiming {
+    pub stage: &'static str,
+    pub start: std::time::SystemTime,
+    pub end: std::time::SystemTime,
+    /// `continue`, `reject` or `unverified`.
+    pub verdict: &'static str,
 }
 
 /// The outcome of a stage.
@@ -153,7 +165,22 @@ impl Pipeline {
     /// request is refused; before it, the caller is asked to observe and retry.
     pub fn run(&self, call: &mut CallContext<'_>, last_attempt: bool) -> Result<(), Stop> {
         for stage in &self.stages {
-            match stage.check(call) {
+            let start = call.timings.is_some().then(std::time::SystemTime::now);
+            let verdict = stage.check(call);
+            if let (Some(start), Some(timings)) = (start, call.timings.as_mut()) {
+                let word = match verdict {
+                    Verdict::Continue => "continue",
+                    Verdict::Reject(_) => "reject",
+                    Verdict::Unverified(_) => "unverified",
+                };
+                timings.push(StageTiming {
+                    stage: stage.name(),
+                    start,
+                    end: std::time::SystemTime::now(),
+                    verdict: word,
+                });
+            }
+            match verdict {
                 Verdict::Continue => {}
                 Verdict::Reject(denied) => return Err(Stop::Denied(denied)),
                 Verdict::Unverified(denied) if last_attempt => return Err(Stop::Denied(denied)),

@@ -120,7 +120,9 @@ async fn records_every_call_exactly_and_finds_tampering(backend: Backend) {
     let store = TestStore::new(backend);
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
-    let gateway = Gateway::start(&config(dir.path(), &store.url, &key, "", ""));
+    let export = dir.path().join("export.jsonl");
+    let gateway =
+        Gateway::start(&config(dir.path(), &store.url, &key, &format!("export = \"{}\"", export.display()), ""));
     let url = gateway.url("/mcp");
     let sid = legacy_session(&url, "2025-11-25").await;
 
@@ -210,6 +212,18 @@ async fn records_every_call_exactly_and_finds_tampering(backend: Backend) {
     assert!(ok, "{out}");
     assert!(out.contains("portcullis/calls: intact: 4 records (1..4)"), "{out}");
     assert!(!out.contains("not checked") && !out.contains("not signed yet"), "{out}");
+    // The JSON-lines export holds the same records, hash for hash.
+    let exported: Vec<Value> = std::fs::read_to_string(&export)
+        .expect("export file")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let exported_calls: Vec<&Value> = exported.iter().filter(|r| r["kind"] == "call").collect();
+    assert_eq!(
+        exported_calls.iter().map(|r| r["hash"].clone()).collect::<Vec<_>>(),
+        calls.iter().map(|r| r["hash"].clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(exported_calls[0]["body"]["arguments"], json!({"text": "hi"}));
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).expect("mkdir");
     let (ok, out) = cli(&["audit", "--store", &store.url, "verify", "--public-key", &keygen(&other).1]);

@@ -33,6 +33,11 @@ pub struct CallTrail {
     pub data_class: Option<portcullis_registry::model::DataClass>,
     /// Whether the upstream listed the tool (so its name may label metrics).
     pub listed: bool,
+    /// When traced: the pipeline's stages, and the upstream call's start and end.
+    pub stages: Vec<crate::pipeline::StageTiming>,
+    pub upstream_call: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    /// When the request arrived (for its span).
+    pub started_at: std::time::SystemTime,
     /// The tool's `readOnlyHint` and `destructiveHint`, as listed.
     pub read_only: Option<bool>,
     pub destructive: Option<bool>,
@@ -55,6 +60,9 @@ impl CallTrail {
             client: None,
             data_class: None,
             listed: false,
+            stages: Vec::new(),
+            upstream_call: None,
+            started_at: std::time::SystemTime::now(),
             read_only: None,
             destructive: None,
         }
