@@ -620,7 +620,13 @@ impl Gateway {
                 error_code: answer.error_code,
             });
         }
-        if let (Some(trail), Some(summary), Some(audit)) = (trail, summary, &self.audit) {
+        if let (Some(mut trail), Some(summary), Some(audit)) = (trail, summary, &self.audit) {
+            // The version the server reports, as of this call (the call may have made the handshake).
+            trail.server_version = trail.upstream.take().and_then(|u| {
+                let info = u.client.current()?.known_info()?;
+                let server_info: serde_json::Value = serde_json::from_str(info.server_info.as_deref()?.get()).ok()?;
+                server_info.get("version")?.as_str().map(str::to_owned)
+            });
             let tier = trail.tier;
             let entry = call_entry(host, method, trail, &summary, answer.error_code);
             if let Err(e) = audit.record_durably(Kind::Call, entry, tier).await {
@@ -939,6 +945,10 @@ impl Gateway {
             let facts = self.registry.as_ref().and_then(|r| r.facts(&trail.server, &trail.item));
             trail.tier = facts.as_ref().map(|f| f.risk_tier);
             trail.data_class = facts.as_ref().map(|f| f.data_class);
+            trail.registry_entry = facts.as_ref().map(|f| format!("{}@{}", f.entry, f.entry_version));
+            if self.audit.is_some() {
+                trail.upstream = Some(Arc::clone(&target.upstream));
+            }
             if let Some(facts) = target.upstream.tool(&target.name) {
                 trail.listed = true;
                 trail.read_only = facts.read_only;
@@ -1736,6 +1746,8 @@ fn call_entry(host: &Host, method: &str, trail: CallTrail, s: &Summary, error_co
         "session": session_tag(host),
         "client": client,
         "principal": principal_facts(&host.principal),
+        "server_version": trail.server_version,
+        "registry_entry": trail.registry_entry,
         "risk_tier": trail.tier.map(|t| t.as_str()),
         "annotations": {"read_only": trail.read_only, "destructive": trail.destructive},
         "arguments": trail.arguments,

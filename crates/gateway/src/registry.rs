@@ -54,6 +54,9 @@ pub struct ItemFacts {
     pub risk_tier: RiskTier,
     pub data_class: DataClass,
     pub environment: String,
+    /// The registry entry (name and approved version) that governs the server.
+    pub entry: String,
+    pub entry_version: String,
 }
 
 /// What the registry says of one upstream.
@@ -288,6 +291,8 @@ impl Registry {
             risk_tier: e.governance.tool_tier(item),
             data_class: e.governance.data_classification,
             environment: e.governance.environment.clone(),
+            entry: e.name.clone(),
+            entry_version: e.version.clone(),
         })
     }
 

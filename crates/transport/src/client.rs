@@ -129,6 +129,11 @@ impl UpstreamClient {
         self.link.name()
     }
 
+    /// The handshake's findings, if the handshake is done (never starts one).
+    pub fn known_info(&self) -> Option<Arc<UpstreamInfo>> {
+        self.current()
+    }
+
     fn current(&self) -> Option<Arc<UpstreamInfo>> {
         self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }

@@ -176,6 +176,8 @@ async fn records_every_call_exactly_and_finds_tampering(backend: Backend) {
     assert_eq!(b["client"], json!({"name": "e2e", "version": "0"}));
     assert_eq!(b["principal"], json!({"kind": "anonymous", "groups": [], "tenant": null, "auth": {"method": "none"}}));
     assert_eq!(b["risk_tier"], "low");
+    assert_eq!(b["server_version"], "0.1.0", "as the server reported it");
+    assert_eq!(b["registry_entry"], "io.portcullis.examples/demo@0.1.0", "the approved entry");
     assert_eq!(b["annotations"], json!({"read_only": true, "destructive": false}));
     assert_eq!(b["arguments"], json!({"text": "hi"}));
     assert_eq!(b["approval"], json!({"state": "none"}));

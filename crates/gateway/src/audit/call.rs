@@ -29,6 +29,12 @@ pub struct CallTrail {
     pub decision: Option<Value>,
     /// A modern host's `clientInfo` from `_meta`.
     pub client: Option<Value>,
+    /// The registry entry governing the server (name@version), and the version the server
+    /// itself reported.
+    pub registry_entry: Option<String>,
+    pub server_version: Option<String>,
+    /// The upstream the call went to, for what the record says of it.
+    pub upstream: Option<std::sync::Arc<crate::route::Upstream>>,
     /// The registry's data class for the server.
     pub data_class: Option<portcullis_registry::model::DataClass>,
     /// Whether the upstream listed the tool (so its name may label metrics).
@@ -58,6 +64,9 @@ impl CallTrail {
             arguments: None,
             decision: None,
             client: None,
+            registry_entry: None,
+            server_version: None,
+            upstream: None,
             data_class: None,
             listed: false,
             stages: Vec::new(),
