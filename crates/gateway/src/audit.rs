@@ -215,8 +215,8 @@ impl Writer {
         let mut retention = tokio::time::interval(RETENTION_EVERY);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Not biased: under sustained load the checkpoint and retention ticks still get their turn.
             tokio::select! {
-                biased;
                 job = rx.recv() => {
                     let Some(job) = job else { break };
                     let mut jobs = vec![job];

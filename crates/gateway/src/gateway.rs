@@ -1675,8 +1675,9 @@ impl Summary {
         };
         match outcome {
             Ok(Reply::Result(r)) => {
-                let obj = RawObject::parse(r);
-                let is_error = obj.as_ref().and_then(|o| o.get("isError")).is_some_and(|v| v.get() == "true");
+                // Cheap check before parsing: most results do not mention it at all.
+                let is_error = r.get().contains("\"isError\"")
+                    && RawObject::parse(r).and_then(|o| o.get("isError").map(|v| v.get() == "true")).unwrap_or(false);
                 let word = if is_error {
                     "tool_error"
                 } else if is_input_required(r) {
