@@ -25,8 +25,11 @@ pub enum Finding {
     Truncated { from: i64, to: i64 },
     /// A checkpoint names another hash than its record has: the chain was rewritten.
     CheckpointMismatch { seq: i64 },
-    /// A checkpoint's signature does not verify with the key given (or it has none).
+    /// A checkpoint's signature does not verify with any key given (or it has none).
     BadSignature { seq: i64 },
+    /// Keys were given, but no checkpoint they signed covers these records (checkpoints deleted,
+    /// or a stream rewritten from scratch; a stream in its first seconds has none yet).
+    Unsigned { from: i64, to: i64 },
 }
 
 impl fmt::Display for Finding {
@@ -47,7 +50,10 @@ impl fmt::Display for Finding {
             Finding::CheckpointMismatch { seq } => {
                 write!(f, "record {seq} differs from what checkpoint {seq} signed (the chain was rewritten)")
             }
-            Finding::BadSignature { seq } => write!(f, "checkpoint {seq} is not validly signed by the given key"),
+            Finding::BadSignature { seq } => write!(f, "checkpoint {seq} is not validly signed by a given key"),
+            Finding::Unsigned { from, to } => {
+                write!(f, "records {from} to {to} are covered by no checkpoint a given key signed")
+            }
         }
     }
 }
@@ -62,7 +68,7 @@ pub struct Report {
     pub checkpoints: u64,
     /// The last sequence number a (valid) checkpoint covers.
     pub anchored_through: Option<i64>,
-    /// Whether checkpoint signatures were checked (a key was given).
+    /// Whether checkpoint signatures were checked (keys were given).
     pub signatures_checked: bool,
     pub findings: Vec<Finding>,
 }
@@ -91,17 +97,22 @@ pub struct Verifier {
     anchors: BTreeMap<i64, String>,
     floor: i64,
     last: Option<(i64, String)>,
+    /// Records at or after this time may not be checkpointed yet (see [`Verifier::recent_since`]).
+    recent_since: i64,
+    /// The oldest record's time.
+    oldest: i64,
 }
 
 impl Verifier {
-    /// Starts on a stream. With a key, a checkpoint it did not sign is a finding and is not
-    /// trusted; without one, checkpoints are taken as they are (and the report says so).
-    pub fn new(stream: &str, checkpoints: &[Checkpoint], key: Option<&VerifyingKey>) -> Verifier {
+    /// Starts on a stream. With keys (several, across a rotation), a checkpoint none of them
+    /// signed is a finding and is not trusted, and records no signed checkpoint covers are one
+    /// too; without keys, checkpoints are taken as they are (and the report says so).
+    pub fn new(stream: &str, checkpoints: &[Checkpoint], keys: &[VerifyingKey]) -> Verifier {
         let mut findings = Vec::new();
         let mut anchors = BTreeMap::new();
         let mut floor = 1;
         for c in checkpoints.iter().filter(|c| c.stream == stream) {
-            if key.is_some_and(|k| !k.verifies(c)) {
+            if !keys.is_empty() && !keys.iter().any(|k| k.verifies(c)) {
                 findings.push(Finding::BadSignature { seq: c.seq });
                 continue;
             }
@@ -116,13 +127,22 @@ impl Verifier {
                 last_seq: None,
                 checkpoints: checkpoints.iter().filter(|c| c.stream == stream).count() as u64,
                 anchored_through: anchors.keys().next_back().copied(),
-                signatures_checked: key.is_some(),
+                signatures_checked: !keys.is_empty(),
                 findings,
             },
             anchors,
             floor,
             last: None,
+            recent_since: i64::MAX,
+            oldest: i64::MAX,
         }
+    }
+
+    /// Records from this time on (ms) are recent: a stream whose records are all recent is not
+    /// reported as unsigned for lacking a checkpoint (its first one may simply not be due yet).
+    pub fn recent_since(mut self, time_ms: i64) -> Verifier {
+        self.recent_since = time_ms;
+        self
     }
 
     /// Checks the next record (records must come in increasing sequence order).
@@ -155,6 +175,7 @@ impl Verifier {
             findings.push(Finding::CheckpointMismatch { seq: r.seq });
         }
         self.report.records += 1;
+        self.oldest = self.oldest.min(r.entry.time_ms);
         self.report.last_seq = Some(r.seq);
         self.last = Some((r.seq, r.hash.clone()));
     }
@@ -162,6 +183,13 @@ impl Verifier {
     /// The verdict, once every record has been fed.
     pub fn finish(mut self) -> Report {
         let last = self.last.as_ref().map_or(0, |(seq, _)| *seq);
+        if self.report.signatures_checked
+            && self.anchors.is_empty()
+            && self.oldest < self.recent_since
+            && let Some(first) = self.report.first_seq
+        {
+            self.report.findings.push(Finding::Unsigned { from: first, to: last });
+        }
         if let Some(&covered) = self.anchors.keys().next_back()
             && covered > last
         {
@@ -205,7 +233,8 @@ mod tests {
     }
 
     fn verify(records: &[Record], checkpoints: &[Checkpoint], key: Option<&VerifyingKey>) -> Report {
-        let mut v = Verifier::new(S, checkpoints, key);
+        let keys: Vec<VerifyingKey> = key.into_iter().cloned().collect();
+        let mut v = Verifier::new(S, checkpoints, &keys);
         records.iter().for_each(|r| v.feed(r));
         v.finish()
     }
@@ -301,7 +330,11 @@ mod tests {
         forged.floor = 8;
         assert_eq!(
             verify(&records[7..], &[forged], Some(&public)).findings,
-            vec![Finding::BadSignature { seq: 10 }, Finding::MissingFromStart { from: 1, to: 7 }]
+            vec![
+                Finding::BadSignature { seq: 10 },
+                Finding::MissingFromStart { from: 1, to: 7 },
+                Finding::Unsigned { from: 8, to: 10 }
+            ]
         );
     }
 
@@ -320,6 +353,23 @@ mod tests {
         let report = verify(&records, std::slice::from_ref(&unsigned), None);
         assert!(report.ok() && !report.signatures_checked);
         let key = SigningKey::generate().verifying_key();
-        assert_eq!(verify(&records, &[unsigned], Some(&key)).findings, vec![Finding::BadSignature { seq: 3 }]);
+        assert_eq!(
+            verify(&records, &[unsigned], Some(&key)).findings,
+            vec![Finding::BadSignature { seq: 3 }, Finding::Unsigned { from: 1, to: 3 }]
+        );
+    }
+
+    #[test]
+    fn checkpoints_of_a_rotated_key_still_verify_and_deleting_them_all_is_found() {
+        let (old, new) = (SigningKey::generate(), SigningKey::generate());
+        let records = stream(6);
+        let checkpoints = [old.checkpoint(S, 3, &records[2].hash, 1, 0), new.checkpoint(S, 6, &records[5].hash, 1, 0)];
+        let keys = [old.verifying_key(), new.verifying_key()];
+        let mut v = Verifier::new(S, &checkpoints, &keys);
+        records.iter().for_each(|r| v.feed(r));
+        assert!(v.finish().ok());
+        let mut v = Verifier::new(S, &[], &keys);
+        records.iter().for_each(|r| v.feed(r));
+        assert_eq!(v.finish().findings, vec![Finding::Unsigned { from: 1, to: 6 }]);
     }
 }

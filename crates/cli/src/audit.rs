@@ -28,10 +28,14 @@ pub enum Command {
     /// Check every stream's hash chain and checkpoint signatures; exits 1 naming each record
     /// that was modified, deleted, reordered or inserted.
     Verify {
-        /// The public key checkpoints must be signed with (hex). Default: the one of the
-        /// configuration's signing key; without either, signatures are not checked.
+        /// A public key checkpoints may be signed with (hex; repeat it for keys rotated out).
+        /// Default: the configuration's signing key's.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        /// Verify the chains without checking signatures, when no key is at hand (anyone who can
+        /// write the database can then rewrite it undetected).
         #[arg(long)]
-        public_key: Option<String>,
+        allow_unsigned: bool,
         /// Only this stream (default: all).
         #[arg(long)]
         stream: Option<String>,
@@ -121,12 +125,21 @@ pub async fn run(args: AuditStoreArgs, command: Command) -> anyhow::Result<()> {
     }
     let Opened { store, configured_key } = open(&args).await?;
     let outcome = match command {
-        Command::Verify { public_key, stream, json } => {
-            let key = match public_key {
-                Some(hex) => Some(VerifyingKey::parse(&hex).context("--public-key")?),
-                None => configured_key,
-            };
-            verify(&store, key.as_ref(), stream, json).await
+        Command::Verify { public_keys, allow_unsigned, stream, json } => {
+            let mut keys = Vec::new();
+            for hex in &public_keys {
+                keys.push(VerifyingKey::parse(hex).with_context(|| format!("--public-key {hex}"))?);
+            }
+            if keys.is_empty() {
+                keys.extend(configured_key);
+            }
+            if keys.is_empty() && !allow_unsigned {
+                bail!(
+                    "no key to check checkpoint signatures with: give --public-key (or --config with a signing_key), \
+                     or --allow-unsigned to check the chains alone"
+                );
+            }
+            verify(&store, &keys, stream, json).await
         }
         Command::Search { principal, server, tool, kind, outcome, correlation, since, until, limit, json } => {
             let query = AuditQuery {
@@ -158,14 +171,14 @@ pub async fn run(args: AuditStoreArgs, command: Command) -> anyhow::Result<()> {
     outcome
 }
 
-async fn verify(store: &Store, key: Option<&VerifyingKey>, stream: Option<String>, json: bool) -> anyhow::Result<()> {
+async fn verify(store: &Store, keys: &[VerifyingKey], stream: Option<String>, json: bool) -> anyhow::Result<()> {
     let streams = match stream {
         Some(s) => vec![s],
         None => store.audit_streams().await?,
     };
     let mut broken = 0;
     for stream in &streams {
-        let report = store.verify_audit(stream, key).await?;
+        let report = store.verify_audit(stream, keys).await?;
         if json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -201,6 +214,9 @@ async fn verify(store: &Store, key: Option<&VerifyingKey>, stream: Option<String
 
 async fn search(store: &Store, query: &AuditQuery, json: bool) -> anyhow::Result<()> {
     let records = store.search_audit(query).await?;
+    if records.len() >= query.limit as usize {
+        eprintln!("(the first {} matches; narrow the search or raise --limit for more)", query.limit);
+    }
     let mut out = std::io::stdout().lock();
     for r in &records {
         if json {

@@ -220,6 +220,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stdio { config, route } => {
             init_logs();
             let c = Config::load(&config)?;
+            if c.audit.as_ref().is_some_and(|a| a.export == Some(portcullis_gateway::audit::Export::Stdout)) {
+                anyhow::bail!(
+                    "[audit] export = \"stdout\" cannot be used with `portcullis stdio`: stdout carries the protocol"
+                );
+            }
             let gateway = Gateway::start(c).await?;
             let route = match route {
                 Some(path) => gateway.route_for_path(&path).with_context(|| format!("no route with path {path}"))?,

@@ -724,7 +724,7 @@ async fn audit_verify(_: Operator, State(admin): State<Arc<Admin>>) -> Result<Re
     let trail = admin.audit()?;
     let mut reports = Vec::new();
     for stream in trail.store.audit_streams().await.map_err(ApiError::AuditStore)? {
-        reports.push(trail.store.verify_audit(&stream, trail.key.as_ref()).await.map_err(ApiError::AuditStore)?);
+        reports.push(trail.store.verify_audit(&stream, trail.key.as_slice()).await.map_err(ApiError::AuditStore)?);
     }
     let intact = reports.iter().all(portcullis_audit::Report::ok);
     if !intact {

@@ -10,9 +10,10 @@
 
 pub mod call;
 pub mod report;
+pub mod spool;
 pub mod trace;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,8 @@ use portcullis_store::{Store, StoreError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
+use self::spool::{Spool, Spooled};
+
 use crate::secret::SecretRef;
 
 /// At most this many events are committed in one transaction.
@@ -32,6 +35,11 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 16_384;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// How long one store operation may take before the store counts as failing (a hung connection
+/// must not hold every call).
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The spool refuses records beyond this size (calls are then refused: nothing is dropped).
+const MAX_SPOOL_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `[audit]`, validated.
 #[derive(Debug, Clone)]
@@ -57,6 +65,8 @@ pub struct AuditSettings {
     pub export: Option<Export>,
     /// How long each partition's records are kept (forever when absent).
     pub retention: BTreeMap<Partition, Duration>,
+    /// SQLite: fsync every commit, so records also survive a power cut (not only a crash).
+    pub synced: bool,
 }
 
 /// What happens to records when the store cannot take them.
@@ -108,7 +118,12 @@ impl Auditor {
         settings: AuditSettings,
         telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     ) -> Result<Arc<Auditor>, String> {
-        let store = Store::connect(&settings.store).await.map_err(|e| format!("audit store: {e}"))?;
+        let store = if settings.synced {
+            Store::connect_synced(&settings.store).await
+        } else {
+            Store::connect(&settings.store).await
+        }
+        .map_err(|e| format!("audit store: {e}"))?;
         let key = match &settings.signing_key {
             Some(reference) => {
                 let secret = reference.resolve().await.map_err(|e| format!("audit.signing_key: {e}"))?;
@@ -123,6 +138,14 @@ impl Auditor {
             Some(export) => Some(Exporter::start(export.clone()).await?),
             None => None,
         };
+        let path = settings.spool.clone();
+        let spool = tokio::task::spawn_blocking(move || Spool::open(&path))
+            .await
+            .map_err(|e| format!("audit spool: {e}"))?
+            .map_err(|e| format!("audit spool {}: {e}", settings.spool.display()))?;
+        if !spool.is_empty() {
+            tracing::warn!(spool = %spool.path().display(), "audit records wait in the spool; replaying them");
+        }
         let writer = Writer {
             store,
             key,
@@ -130,9 +153,11 @@ impl Auditor {
             healthy: Arc::clone(&healthy),
             heads: HashMap::new(),
             signed: HashMap::new(),
+            floors: HashMap::new(),
+            suspect: HashSet::new(),
             exporter,
             telemetry,
-            spooled: tokio::fs::metadata(&settings.spool).await.is_ok_and(|m| m.len() > 0),
+            spool,
         };
         let handle = tokio::spawn(writer.run(rx, closed.clone()));
         Ok(Arc::new(Auditor { tx, settings, healthy, closed, writer: tokio::sync::Mutex::new(Some(handle)) }))
@@ -151,7 +176,7 @@ impl Auditor {
     /// Whether a call on this tier must be refused now: the store is failing and its records may
     /// not wait in the spool.
     pub fn refuses(&self, tier: Option<RiskTier>) -> bool {
-        !self.healthy() && !self.may_spool(tier)
+        self.tx.is_closed() || (!self.healthy() && !self.may_spool(tier))
     }
 
     fn may_spool(&self, tier: Option<RiskTier>) -> bool {
@@ -167,6 +192,15 @@ impl Auditor {
         let job = Job { partition: kind.partition(), entry, done: None, may_spool: true };
         if self.tx.send(job).await.is_err() {
             tracing::error!(kind = %kind, "audit writer stopped; event lost");
+        }
+    }
+
+    /// Records an event from where nothing can wait (a drop); an event the full queue cannot
+    /// take is logged, as lost.
+    pub fn record_now(&self, kind: Kind, entry: Entry) {
+        let job = Job { partition: kind.partition(), entry, done: None, may_spool: true };
+        if self.tx.try_send(job).is_err() {
+            tracing::error!(kind = %kind, "audit queue full or writer stopped; event lost");
         }
     }
 
@@ -202,10 +236,14 @@ struct Writer {
     heads: HashMap<String, (i64, String)>,
     /// The last sequence number checkpointed on each stream.
     signed: HashMap<String, i64>,
+    /// Each stream's retention floor, from checkpoints this writer's key signed.
+    floors: HashMap<String, i64>,
+    /// Streams someone else wrote to between this writer's appends: never signed again by this
+    /// process (each gateway instance must have streams of its own).
+    suspect: HashSet<String>,
     exporter: Option<Exporter>,
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
-    /// Whether the spool file may hold records not yet in the store.
-    spooled: bool,
+    spool: Spool,
 }
 
 impl Writer {
@@ -229,9 +267,11 @@ impl Writer {
                     self.commit(jobs).await;
                 }
                 _ = checkpoint.tick() => {
-                    if self.spooled {
+                    if !self.spool.is_empty() {
                         self.replay().await;
-                    } else if !self.healthy.load(Ordering::Relaxed) && self.store.audit_streams().await.is_ok() {
+                    } else if !self.healthy.load(Ordering::Relaxed)
+                        && tokio::time::timeout(STORE_TIMEOUT, self.store.audit_streams()).await.is_ok_and(|r| r.is_ok())
+                    {
                         // Nothing waits in the spool and the store answers again: calls that
                         // were refused meanwhile may go ahead.
                         tracing::info!("audit store reachable again");
@@ -264,14 +304,11 @@ impl Writer {
 
     /// Commits a batch, or spools it when the store fails, and tells the waiting requests.
     async fn commit(&mut self, jobs: Vec<Job>) {
-        if self.spooled {
-            self.replay().await;
-        }
-        let outcome = if self.spooled {
-            // Records still in the spool go first: these wait behind them.
+        let outcome = if !self.spool.is_empty() {
+            // Records still in the spool go first (replayed on the next tick): these wait behind them.
             Err(StoreError::Backend("earlier records are still spooled".to_owned()))
         } else {
-            self.store.append_audit(&batch(&self.settings.instance, jobs.iter())).await
+            self.append(&batch(&self.settings.instance, jobs.iter().map(|j| (j.partition, &j.entry)))).await
         };
         match outcome {
             Ok(records) => {
@@ -294,7 +331,12 @@ impl Writer {
                 for job in jobs.iter_mut().filter(|j| !j.may_spool && executed(&j.entry.outcome)) {
                     job.entry.outcome = "withheld".to_owned();
                 }
-                let written = self.spool(&jobs).await;
+                let spooled: Vec<Spooled> =
+                    jobs.iter().map(|j| Spooled { partition: j.partition, entry: j.entry.clone() }).collect();
+                let written = self.spool.append(&spooled, MAX_SPOOL_BYTES).await.map_err(|e| {
+                    tracing::error!(error = %e, spool = %self.spool.path().display(), "audit spool failed");
+                    AuditError(format!("the audit store and its spool are unavailable: {e}"))
+                });
                 for job in jobs {
                     let Some(done) = job.done else { continue };
                     let _ = done.send(match (&written, job.may_spool) {
@@ -307,8 +349,32 @@ impl Writer {
         }
     }
 
+    /// One append to the store, bounded in time.
+    async fn append(&self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
+        match tokio::time::timeout(STORE_TIMEOUT, self.store.append_audit(batch)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Backend(format!("no answer within {STORE_TIMEOUT:?}"))),
+        }
+    }
+
     fn committed(&mut self, records: &[Record]) {
+        let mut first_of_stream = HashSet::new();
         for r in records {
+            // Each append continues from this writer's own last record; anything else means
+            // someone else wrote to the stream in between (tampering, or a second gateway with
+            // the same instance name): this process signs nothing of it any more.
+            if first_of_stream.insert(r.stream.clone())
+                && let Some((seq, hash)) = self.heads.get(&r.stream)
+                && (r.seq != seq + 1 || &r.prev_hash != hash)
+                && self.suspect.insert(r.stream.clone())
+            {
+                tracing::error!(
+                    target: "portcullis::audit",
+                    stream = %r.stream,
+                    "audit stream was written to by someone else since this gateway's last record; \
+                     its checkpoints stop here (give each gateway instance its own [audit] instance)"
+                );
+            }
             self.heads.insert(r.stream.clone(), (r.seq, r.hash.clone()));
         }
         if let Some(exporter) = &self.exporter {
@@ -319,98 +385,83 @@ impl Writer {
         }
     }
 
-    /// Appends jobs to the spool file and syncs it.
-    async fn spool(&mut self, jobs: &[Job]) -> Result<(), AuditError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let text = spool_lines(jobs);
-        let result = async {
-            let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.settings.spool).await?;
-            file.write_all(text.as_bytes()).await?;
-            file.sync_data().await
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                self.spooled = true;
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, spool = %self.settings.spool.display(), "audit spool failed");
-                Err(AuditError(format!("the audit store and its spool are unavailable: {e}")))
-            }
-        }
-    }
-
-    /// Moves spooled records into the store, in order, and empties the spool.
+    /// Moves spooled records into the store, in order, skipping any already there (a replay
+    /// cut short by a crash), and empties the spool.
     async fn replay(&mut self) {
-        let text = match tokio::fs::read_to_string(&self.settings.spool).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.spooled = false;
-                return;
-            }
+        let records = match self.spool.read().await {
+            Ok(records) => records,
             Err(e) => {
-                tracing::error!(error = %e, "audit spool unreadable");
+                tracing::error!(error = %e, spool = %self.spool.path().display(), "audit spool unreadable");
                 return;
             }
         };
-        let mut jobs = Vec::new();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let parsed: Option<Job> = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| {
-                let partition = Partition::parse(v.get("partition")?.as_str()?)?;
-                let entry: Entry = serde_json::from_value(v.get("entry")?.clone()).ok()?;
-                Some(Job { partition, entry, done: None, may_spool: true })
-            });
-            match parsed {
-                Some(job) => jobs.push(job),
-                // A torn last line (the process died mid-write, before the sync that would have
-                // acknowledged it) is no record anyone was promised.
-                None => tracing::warn!(line = n + 1, "audit spool: skipping an unreadable line"),
-            }
-        }
-        for (i, chunk) in jobs.chunks(MAX_BATCH).enumerate() {
-            match self.store.append_audit(&batch(&self.settings.instance, chunk.iter())).await {
-                Ok(records) => self.committed(&records),
-                Err(e) => {
-                    tracing::debug!(error = %e, "audit store still unavailable");
-                    // What was replayed stays in the store; the spool keeps the rest.
-                    if let Err(e) =
-                        write_synced(&self.settings.spool, spool_lines(&jobs[i * MAX_BATCH..]).as_bytes()).await
-                    {
-                        tracing::error!(error = %e, "audit spool cannot be rewritten");
-                    }
-                    return;
+        for (i, chunk) in records.chunks(MAX_BATCH).enumerate() {
+            let mut fresh = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let stream = r.partition.stream(&self.settings.instance);
+                match tokio::time::timeout(STORE_TIMEOUT, self.store.audit_has(&stream, &r.entry)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => fresh.push((r.partition, &r.entry)),
+                    Ok(Err(_)) | Err(_) => return,
                 }
             }
+            if let Err(e) = self.append(&batch(&self.settings.instance, fresh.into_iter())).await.map(|records| {
+                self.committed(&records);
+            }) {
+                tracing::debug!(error = %e, "audit store still unavailable");
+                // What was replayed stays in the store; the spool keeps the rest.
+                if let Err(e) = self.spool.replace(&records[i * MAX_BATCH..]).await {
+                    tracing::error!(error = %e, "audit spool cannot be rewritten");
+                }
+                return;
+            }
         }
-        if let Err(e) = write_synced(&self.settings.spool, b"").await {
+        if let Err(e) = self.spool.replace(&[]).await {
             tracing::error!(error = %e, "audit spool cannot be emptied");
             return;
         }
-        tracing::info!(records = jobs.len(), "audit spool replayed into the store");
+        tracing::info!(records = records.len(), "audit spool replayed into the store");
         self.healthy.store(true, Ordering::Relaxed);
-        self.spooled = false;
+    }
+
+    /// A stream's retention floor: the highest one a checkpoint of this writer's key states
+    /// (any checkpoint's, without a key). Injected checkpoints do not move it.
+    async fn floor(&mut self, stream: &str) -> Result<i64, StoreError> {
+        if let Some(floor) = self.floors.get(stream) {
+            return Ok(*floor);
+        }
+        let public = self.key.as_ref().map(SigningKey::verifying_key);
+        let floor = self
+            .store
+            .audit_checkpoints(stream)
+            .await?
+            .iter()
+            .filter(|c| public.as_ref().is_none_or(|k| k.verifies(c)))
+            .map(|c| c.floor)
+            .max()
+            .unwrap_or(1);
+        self.floors.insert(stream.to_owned(), floor);
+        Ok(floor)
     }
 
     /// Signs the head of each stream that moved since its last checkpoint.
     async fn checkpoint(&mut self) {
         let now = now_ms();
-        for (stream, (seq, hash)) in &self.heads {
-            if self.signed.get(stream) == Some(seq) {
-                continue;
-            }
-            let floor = match self.store.audit_checkpoints(stream).await {
-                Ok(cs) => cs.iter().map(|c| c.floor).max().unwrap_or(1),
-                Err(_) => continue,
-            };
-            let c = self.sign(stream, *seq, hash, floor, now);
-            match self.store.add_audit_checkpoint(&c).await {
-                Ok(()) => {
-                    self.signed.insert(stream.clone(), *seq);
+        let heads: Vec<(String, i64, String)> = self
+            .heads
+            .iter()
+            .filter(|(stream, (seq, _))| self.signed.get(*stream) != Some(seq) && !self.suspect.contains(*stream))
+            .map(|(stream, (seq, hash))| (stream.clone(), *seq, hash.clone()))
+            .collect();
+        for (stream, seq, hash) in heads {
+            let Ok(floor) = self.floor(&stream).await else { continue };
+            let c = self.sign(&stream, seq, &hash, floor, now);
+            match tokio::time::timeout(STORE_TIMEOUT, self.store.add_audit_checkpoint(&c)).await {
+                Ok(Ok(())) => {
+                    self.signed.insert(stream, seq);
                 }
-                Err(e) => tracing::warn!(error = %e, stream, "audit checkpoint not written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, stream, "audit checkpoint not written"),
+                Err(_) => tracing::warn!(stream, "audit checkpoint not written: the store did not answer"),
             }
         }
     }
@@ -433,8 +484,12 @@ impl Writer {
     /// Prunes each of this gateway's streams to its partition's retention: a checkpoint with
     /// the new floor is signed first, so what remains still verifies.
     async fn retain(&mut self) {
-        for (partition, keep) in &self.settings.retention {
+        let retention: Vec<(Partition, Duration)> = self.settings.retention.iter().map(|(p, d)| (*p, *d)).collect();
+        for (partition, keep) in retention {
             let stream = partition.stream(&self.settings.instance);
+            if self.suspect.contains(&stream) {
+                continue;
+            }
             let cutoff = now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
             let result: Result<u64, StoreError> = async {
                 let (head, hash) = self.store.audit_head(&stream).await?;
@@ -443,11 +498,22 @@ impl Writer {
                 }
                 // The head record is always kept: the chain goes on from it.
                 let floor = self.store.audit_first_since(&stream, cutoff).await?.unwrap_or(head).min(head);
-                let current = self.store.audit_checkpoints(&stream).await?.iter().map(|c| c.floor).max().unwrap_or(1);
+                let current = self.floor(&stream).await?;
                 if floor <= current {
                     return Ok(0);
                 }
+                // A floor is signed only over an intact stream: deletions or edits must not be
+                // laundered into a retention floor.
+                let public = self.key.as_ref().map(SigningKey::verifying_key);
+                let report = self.store.verify_audit(&stream, public.as_slice()).await?;
+                if !report.ok() {
+                    return Err(StoreError::Invalid(format!(
+                        "the stream is not intact ({} findings); nothing pruned: run `portcullis audit verify`",
+                        report.findings.len()
+                    )));
+                }
                 self.store.add_audit_checkpoint(&self.sign(&stream, head, &hash, floor, now_ms())).await?;
+                self.floors.insert(stream.clone(), floor);
                 self.store.prune_audit(&stream, floor).await
             }
             .await;
@@ -462,33 +528,16 @@ impl Writer {
 
 /// Whether a call record's outcome says the upstream executed the call.
 pub fn executed(outcome: &str) -> bool {
-    matches!(outcome, "ok" | "tool_error" | "input_required" | "upstream_error" | "withheld")
+    matches!(outcome, "ok" | "tool_error" | "input_required" | "upstream_error" | "withheld" | "cancelled")
 }
 
-/// Groups jobs by stream, in order.
-fn batch<'a>(instance: &str, jobs: impl Iterator<Item = &'a Job>) -> Vec<(String, Vec<Entry>)> {
+/// Groups entries by stream, in order.
+fn batch<'a>(instance: &str, entries: impl Iterator<Item = (Partition, &'a Entry)>) -> Vec<(String, Vec<Entry>)> {
     let mut by: BTreeMap<Partition, Vec<Entry>> = BTreeMap::new();
-    for job in jobs {
-        by.entry(job.partition).or_default().push(job.entry.clone());
+    for (partition, entry) in entries {
+        by.entry(partition).or_default().push(entry.clone());
     }
     by.into_iter().map(|(p, entries)| (p.stream(instance), entries)).collect()
-}
-
-/// Jobs as spool lines.
-fn spool_lines(jobs: &[Job]) -> String {
-    let mut text = String::new();
-    for job in jobs {
-        let line = serde_json::json!({"partition": job.partition.as_str(), "entry": job.entry});
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    text
-}
-
-async fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = tokio::fs::File::create(path).await?;
-    file.write_all(bytes).await?;
-    file.sync_data().await
 }
 
 /// Milliseconds since the Unix epoch.
@@ -588,6 +637,7 @@ mod tests {
             max_argument_bytes: 1024,
             export: None,
             retention: BTreeMap::from([(Partition::Calls, Duration::from_secs(3600))]),
+            synced: false,
         }
     }
 
@@ -606,44 +656,122 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn retention_prunes_behind_a_signed_floor_and_the_rest_still_verifies() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let settings = settings(dir.path());
-        let store = Store::connect(&settings.store).await.unwrap_or_else(|e| panic!("{e}"));
-        let now = now_ms();
-        let old = now - 2 * 3600 * 1000;
-        let entries = vec![entry(old), entry(old + 1), entry(now - 1000), entry(now)];
-        store.append_audit(&[("gw/calls".to_owned(), entries)]).await.unwrap_or_else(|e| panic!("{e}"));
-        store.append_audit(&[("gw/system".to_owned(), vec![entry(old)])]).await.unwrap_or_else(|e| panic!("{e}"));
-        let key = SigningKey::generate();
-        let mut writer = Writer {
+    fn writer(store: &Store, settings: AuditSettings, key: &SigningKey, dir: &std::path::Path) -> Writer {
+        Writer {
             store: store.clone(),
             key: Some(key.clone()),
             settings,
             healthy: Arc::new(AtomicBool::new(true)),
             heads: HashMap::new(),
             signed: HashMap::new(),
+            floors: HashMap::new(),
+            suspect: HashSet::new(),
             exporter: None,
             telemetry: None,
-            spooled: false,
-        };
-        writer.retain().await;
+            spool: Spool::open(&dir.join("audit.spool")).unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    async fn append(w: &mut Writer, stream: &str, entries: Vec<Entry>) {
+        let records = w.store.append_audit(&[(stream.to_owned(), entries)]).await.unwrap_or_else(|e| panic!("{e}"));
+        w.committed(&records);
+    }
+
+    #[tokio::test]
+    async fn retention_prunes_behind_a_signed_floor_and_the_rest_still_verifies() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let store = Store::connect(&settings.store).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let keys = [key.verifying_key()];
+        let mut w = writer(&store, settings, &key, dir.path());
+        let now = now_ms();
+        let old = now - 2 * 3600 * 1000;
+        append(&mut w, "gw/calls", vec![entry(old), entry(old + 1), entry(now - 1000), entry(now)]).await;
+        append(&mut w, "gw/system", vec![entry(old)]).await;
+        w.checkpoint().await;
+        w.retain().await;
         let calls = store.audit_records("gw/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(calls.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4], "the two old records went");
         assert_eq!(store.audit_records("gw/system", 0, 10).await.map(|r| r.len()).ok(), Some(1), "no retention set");
-        let report = store.verify_audit("gw/calls", Some(&key.verifying_key())).await.unwrap_or_else(|e| panic!("{e}"));
+        let report = store.verify_audit("gw/calls", &keys).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(report.ok(), "{:?}", report.findings);
+
         // Once every record is old, the head record stays: the chain goes on from it.
-        writer.settings.instance = "gw2".to_owned();
-        let entries = vec![entry(old), entry(old + 1), entry(old + 2)];
-        store.append_audit(&[("gw2/calls".to_owned(), entries)]).await.unwrap_or_else(|e| panic!("{e}"));
-        writer.retain().await;
+        w.settings.instance = "gw2".to_owned();
+        append(&mut w, "gw2/calls", vec![entry(old), entry(old + 1), entry(old + 2)]).await;
+        w.checkpoint().await;
+        w.retain().await;
         let left = store.audit_records("gw2/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
-        store.append_audit(&[("gw2/calls".to_owned(), vec![entry(now)])]).await.unwrap_or_else(|e| panic!("{e}"));
-        let report =
-            store.verify_audit("gw2/calls", Some(&key.verifying_key())).await.unwrap_or_else(|e| panic!("{e}"));
+        append(&mut w, "gw2/calls", vec![entry(now)]).await;
+        w.checkpoint().await;
+        let report = store.verify_audit("gw2/calls", &keys).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(report.ok() && report.records == 2, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn retention_does_not_launder_a_deletion_into_a_floor() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let store = Store::connect(&settings.store).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let mut w = writer(&store, settings, &key, dir.path());
+        let now = now_ms();
+        let old = now - 2 * 3600 * 1000;
+        append(&mut w, "gw/calls", vec![entry(old), entry(now - 3000), entry(now - 2000), entry(now)]).await;
+        w.checkpoint().await;
+        // Someone deletes the first record retention must keep; the next run must not sign a
+        // floor above it.
+        let db = dir.path().join("audit.db");
+        let deleted = std::process::Command::new("python3")
+            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"DELETE FROM audit_records WHERE stream='gw/calls' AND seq=2\"); c.commit()"])
+            .arg(&db)
+            .status()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(deleted.success());
+        w.retain().await;
+        let left = store.audit_records("gw/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3, 4], "nothing pruned");
+        let report = store.verify_audit("gw/calls", &[key.verifying_key()]).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.findings, vec![portcullis_audit::Finding::Missing { from: 2, to: 2 }]);
+    }
+
+    #[tokio::test]
+    async fn an_injected_checkpoint_moves_no_floor() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let store = Store::connect(&settings.store).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let mut w = writer(&store, settings, &key, dir.path());
+        let old = now_ms() - 2 * 3600 * 1000;
+        append(&mut w, "gw/calls", vec![entry(old), entry(old + 1), entry(old + 2)]).await;
+        w.checkpoint().await;
+        let forged =
+            portcullis_audit::Checkpoint { signature: String::new(), ..key.checkpoint("gw/calls", 1, "x", 3, 0) };
+        store.add_audit_checkpoint(&forged).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.floor("gw/calls").await.ok(), Some(1), "only checkpoints of the gateway's key count");
+        w.retain().await;
+        let left = store.audit_records("gw/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(left.len(), 3, "a stream with a forged checkpoint is not pruned");
+    }
+
+    #[tokio::test]
+    async fn records_appended_by_someone_else_are_never_signed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let store = Store::connect(&settings.store).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let mut w = writer(&store, settings, &key, dir.path());
+        append(&mut w, "gw/calls", vec![entry(1)]).await;
+        w.checkpoint().await;
+        // A forged record, chained correctly, appended behind the gateway's back.
+        store.append_audit(&[("gw/calls".to_owned(), vec![entry(2)])]).await.unwrap_or_else(|e| panic!("{e}"));
+        append(&mut w, "gw/calls", vec![entry(3)]).await;
+        w.checkpoint().await;
+        let checkpoints = store.audit_checkpoints("gw/calls").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(checkpoints.iter().map(|c| c.seq).collect::<Vec<_>>(), [1], "nothing signed past the forgery");
+        let report = store.verify_audit("gw/calls", &[key.verifying_key()]).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.unanchored(), 2);
     }
 }

@@ -209,6 +209,10 @@ pub struct RawAudit {
     /// How long each partition's records are kept: `calls`, `access`, `system` (e.g. "400d").
     #[serde(default)]
     pub retention: HashMap<String, Spanned<String>>,
+    /// SQLite commits: `normal` (survive a killed gateway) or `full` (also a power cut: an fsync
+    /// per commit, shared by the batch).
+    #[serde(default = "default_audit_sync")]
+    pub synchronous: Spanned<String>,
 }
 
 /// `[telemetry]`
@@ -441,6 +445,9 @@ fn default_policy_reload() -> Duration {
 }
 fn default_otlp_protocol() -> Spanned<String> {
     Spanned::new(0..0, "http/protobuf".to_owned())
+}
+fn default_audit_sync() -> Spanned<String> {
+    Spanned::new(0..0, "normal".to_owned())
 }
 fn default_max_principals() -> usize {
     500
@@ -1458,6 +1465,18 @@ impl Validator<'_> {
                 ),
             }
         }
+        let synced = match raw.synchronous.get_ref().as_str() {
+            "normal" => false,
+            "full" => true,
+            other => {
+                self.problem(
+                    &raw.synchronous,
+                    "audit.synchronous",
+                    format!("unknown setting '{other}' (expected normal or full)"),
+                );
+                false
+            }
+        };
         if raw.checkpoint_interval < Duration::from_millis(10) {
             self.problems.push(Problem {
                 line: None,
@@ -1473,10 +1492,11 @@ impl Validator<'_> {
             on_store_failure,
             fail_closed_tiers,
             spool: base.join(&raw.spool),
-            redact_fields: raw.redact_fields.iter().map(|f| f.to_ascii_lowercase().replace('-', "_")).collect(),
+            redact_fields: raw.redact_fields.iter().map(|f| crate::audit::call::normalized(f)).collect(),
             max_argument_bytes: raw.max_argument_bytes,
             export,
             retention,
+            synced,
         })
     }
 }

@@ -111,6 +111,11 @@ pub struct Gateway {
     telemetry: Option<Arc<Telemetry>>,
     /// The server version each upstream last reported (index-aligned with `upstreams`).
     versions: std::sync::Mutex<Vec<Option<String>>>,
+    /// A digest of what each upstream offered when last observed (index-aligned with `upstreams`).
+    observed: std::sync::Mutex<Vec<u64>>,
+    /// When each upstream was last observed on a request's behalf; held while observing, so
+    /// concurrent requests share one observation (index-aligned with `upstreams`).
+    observing: Vec<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// The capabilities the gateway declares to upstreams as their client.
@@ -182,6 +187,8 @@ impl Gateway {
             schemas,
             client_info,
             versions: std::sync::Mutex::new(vec![None; upstreams_len]),
+            observed: std::sync::Mutex::new(vec![0; upstreams_len]),
+            observing: (0..upstreams_len).map(|_| tokio::sync::Mutex::new(None)).collect(),
             metrics: Metrics::new(config_metrics),
             telemetry,
             audit,
@@ -373,7 +380,17 @@ impl Gateway {
         if let Some(registry) = registry {
             registry.observe_removals(&upstream.settings.name, &present).await;
         }
-        if self.audit.is_some() {
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            present.hash(&mut h);
+            h.finish()
+        };
+        let changed = {
+            let mut observed = self.observed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            observed.get_mut(index).is_some_and(|before| std::mem::replace(before, digest) != digest)
+        };
+        if self.audit.is_some() && changed {
             let count = |k: ItemKind| present.iter().filter(|(kind, _)| *kind == k).count();
             let body = serde_json::json!({
                 "tools": count(ItemKind::Tool),
@@ -574,67 +591,68 @@ impl Gateway {
         params: Option<&RawValue>,
         related: &mpsc::Sender<Bytes>,
     ) -> Answer {
-        let mut trail = Governed::of(method).is_some().then(|| CallTrail::start(host_trace(host)));
-        if method == "server/discover" {
-            let client = params
-                .and_then(RawObject::parse)
-                .and_then(|p| p.get_object("_meta"))
-                .and_then(|m| m.get(meta::CLIENT_INFO).map(ToOwned::to_owned));
-            self.session_opened(host, client.as_deref()).await;
-        }
-        let outcome = self.dispatch(host, method, params, related, trail.as_mut()).await;
-        let summary = trail.as_ref().map(|_| Summary::of(&outcome));
-        let answer = self.answer(host, id, method, outcome);
-        if let (Some(trail), Some(summary)) = (&trail, &summary) {
-            self.metrics.call(&CallFacts {
-                method,
-                server: &trail.server,
-                tool: trail.listed.then_some(trail.item.as_str()),
-                principal: &host.principal,
-                outcome: summary.outcome,
-                latency: trail.started.elapsed(),
-                result_bytes: summary.bytes,
-                executed: crate::audit::executed(summary.outcome),
-                read_only: trail.read_only,
-                sensitive: trail.data_class.is_some_and(|c| {
-                    matches!(
-                        c,
-                        portcullis_registry::model::DataClass::Confidential
-                            | portcullis_registry::model::DataClass::Restricted
-                    )
-                }),
-                span: &trail.span,
-                parent: &trail.trace.parent_id,
-                denial: summary.stage.zip(summary.reason),
-                error: summary.blame.zip(summary.reason),
-                timeout: summary.timeout,
-            });
-        }
-        if let (Some(trail), Some(summary), Some(telemetry)) = (&trail, &summary, &self.telemetry) {
-            telemetry.call_span(&crate::telemetry::CallSpan {
-                method,
-                trail,
-                principal: &host.principal.id,
-                outcome: summary.outcome,
-                reason: summary.reason,
-                error_code: answer.error_code,
-            });
-        }
-        if let (Some(mut trail), Some(summary), Some(audit)) = (trail, summary, &self.audit) {
+        // If the host goes away mid-call (the future is dropped), the guard still records a call
+        // that had reached the upstream.
+        let mut guard = CallGuard {
+            gateway: self,
+            host,
+            method,
+            trail: Governed::of(method).is_some().then(|| CallTrail::start(host_trace(host))),
+        };
+        let outcome = self.dispatch(host, method, params, related, guard.trail.as_mut()).await;
+        let Some(mut trail) = guard.trail.take() else { return self.answer(host, id, method, outcome) };
+        let summary = Summary::of(&outcome);
+        let mut answer = self.answer(host, id, method, outcome);
+        let mut outcome_word = summary.outcome;
+        if let Some(audit) = &self.audit {
             // The version the server reports, as of this call (the call may have made the handshake).
             trail.server_version = trail.upstream.take().and_then(|u| {
                 let info = u.client.current()?.known_info()?;
                 let server_info: serde_json::Value = serde_json::from_str(info.server_info.as_deref()?.get()).ok()?;
                 server_info.get("version")?.as_str().map(str::to_owned)
             });
-            let tier = trail.tier;
-            let entry = call_entry(host, method, trail, &summary, answer.error_code);
-            if let Err(e) = audit.record_durably(Kind::Call, entry, tier).await {
+            let entry = call_entry(host, method, &trail, &summary, answer.error_code);
+            if let Err(e) = audit.record_durably(Kind::Call, entry, trail.tier).await {
                 tracing::error!(method, error = %e, "a call's audit record is not durable; its response is withheld");
+                outcome_word = if crate::audit::executed(summary.outcome) { "withheld" } else { "refused" };
                 let denied = GatewayError::Denied(Denied::new("audit", "audit_unavailable", e.to_string()));
                 let rpc = denied.to_rpc(host.modern());
-                return Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0) };
+                answer = Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0) };
             }
+        }
+        // Metrics and spans say what the host finally got.
+        self.metrics.call(&CallFacts {
+            method,
+            server: &trail.server,
+            tool: trail.listed.then_some(trail.item.as_str()),
+            principal: &host.principal,
+            outcome: outcome_word,
+            latency: trail.started.elapsed(),
+            result_bytes: summary.bytes,
+            executed: crate::audit::executed(summary.outcome),
+            read_only: trail.read_only,
+            sensitive: trail.data_class.is_some_and(|c| {
+                matches!(
+                    c,
+                    portcullis_registry::model::DataClass::Confidential
+                        | portcullis_registry::model::DataClass::Restricted
+                )
+            }),
+            span: &trail.span,
+            parent: &trail.trace.parent_id,
+            denial: summary.stage.zip(summary.reason),
+            error: summary.blame.zip(summary.reason),
+            timeout: summary.timeout,
+        });
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.call_span(&crate::telemetry::CallSpan {
+                method,
+                trail: &trail,
+                principal: &host.principal.id,
+                outcome: outcome_word,
+                reason: summary.reason,
+                error_code: answer.error_code,
+            });
         }
         answer
     }
@@ -941,7 +959,7 @@ impl Gateway {
         let Some(trail) = trail else { return outcome };
         if let Some(target) = outcome.as_ref().ok().or(call.target.as_ref()) {
             trail.server.clone_from(&target.upstream.settings.name);
-            trail.item.clone_from(&target.name);
+            trail.item = crate::audit::call::recorded_name(&target.name);
             let facts = self.registry.as_ref().and_then(|r| r.facts(&trail.server, &trail.item));
             trail.tier = facts.as_ref().map(|f| f.risk_tier);
             trail.data_class = facts.as_ref().map(|f| f.data_class);
@@ -975,11 +993,33 @@ impl Gateway {
         let Some(trail) = trail else { return };
         trail.adopt_meta(p, self.audit.is_some());
         let Some(audit) = &self.audit else { return };
-        trail.name = name.to_owned();
+        trail.name = crate::audit::call::recorded_name(name);
         if let Some(raw) = p.get(arguments_field).filter(|_| !arguments_field.is_empty()) {
             let settings = audit.settings();
-            trail.arguments = Some(recorded_arguments(raw.get(), &settings.redact_fields, settings.max_argument_bytes));
+            let mut recorded = recorded_arguments(raw.get(), &settings.redact_fields, settings.max_argument_bytes);
+            // A completion's argument is {name, value}: the value is secret when the name is.
+            if arguments_field == "argument"
+                && let Some(name) = recorded.get("name").and_then(|n| n.as_str())
+                && crate::audit::call::is_secret_name(name, &settings.redact_fields)
+                && let Some(value) = recorded.get_mut("value")
+            {
+                *value = serde_json::Value::String("[redacted]".to_owned());
+            }
+            trail.arguments = Some(recorded);
         }
+    }
+
+    /// Observes an upstream for a request that needs its current metadata: requests arriving
+    /// while an observation runs wait for it, and one that finished under a second ago serves.
+    async fn observe_for_request(&self, index: usize) -> Result<(), UpstreamError> {
+        let Some(slot) = self.observing.get(index) else { return Ok(()) };
+        let mut last = slot.lock().await;
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        let outcome = self.observe_upstream(index).await;
+        *last = Some(std::time::Instant::now());
+        outcome
     }
 
     /// The pipeline, with one observation of the upstream when a stage needs it.
@@ -988,9 +1028,11 @@ impl Gateway {
             match stop {
                 Stop::Denied(denied) => return Err(GatewayError::Denied(denied)),
                 Stop::Unverified => {
+                    // Hosts can name items nobody offers at will: an upstream is listed again on
+                    // their behalf at most once a second.
                     if let Some(target) = &call.target
                         && let Some(index) = self.index_of(&target.upstream)
-                        && let Err(e) = self.observe_upstream(index).await
+                        && let Err(e) = self.observe_for_request(index).await
                     {
                         return Err(upstream_error(&target.upstream, e));
                     }
@@ -1638,13 +1680,45 @@ impl Gateway {
 }
 
 /// Runs an upstream call, noting its start and end on the request's trail.
-async fn timed<T>(trail: Option<&mut CallTrail>, call: impl std::future::Future<Output = T>) -> T {
+async fn timed<T>(mut trail: Option<&mut CallTrail>, call: impl std::future::Future<Output = T>) -> T {
     let start = std::time::SystemTime::now();
+    if let Some(t) = trail.as_deref_mut() {
+        t.forwarded = true;
+    }
     let out = call.await;
     if let Some(t) = trail {
         t.upstream_call = Some((start, std::time::SystemTime::now()));
     }
     out
+}
+
+/// Records a governed call whose request was dropped (the host cancelled or went away) after
+/// it reached the upstream: its effect is unknown, so it is recorded as `cancelled`.
+struct CallGuard<'a> {
+    gateway: &'a Gateway,
+    host: &'a Host,
+    method: &'a str,
+    trail: Option<CallTrail>,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let (Some(trail), Some(audit)) = (self.trail.take(), &self.gateway.audit) else { return };
+        if !trail.forwarded {
+            return;
+        }
+        let summary = Summary {
+            outcome: "cancelled",
+            bytes: 0,
+            reason: None,
+            stage: None,
+            message: None,
+            policies: Vec::new(),
+            blame: None,
+            timeout: false,
+        };
+        audit.record_now(Kind::Call, call_entry(self.host, self.method, &trail, &summary, None));
+    }
 }
 
 /// How a governed request ended, for its audit record.
@@ -1735,8 +1809,8 @@ impl Summary {
 }
 
 /// The audit record of a governed request.
-fn call_entry(host: &Host, method: &str, trail: CallTrail, s: &Summary, error_code: Option<i32>) -> Entry {
-    let client = trail.client.or_else(|| {
+fn call_entry(host: &Host, method: &str, trail: &CallTrail, s: &Summary, error_code: Option<i32>) -> Entry {
+    let client = trail.client.clone().or_else(|| {
         host.session.as_ref().and_then(|x| x.client_info.get()).and_then(|c| serde_json::from_str(c.get()).ok())
     });
     let body = serde_json::json!({
@@ -1752,7 +1826,7 @@ fn call_entry(host: &Host, method: &str, trail: CallTrail, s: &Summary, error_co
         "risk_tier": trail.tier.map(|t| t.as_str()),
         "annotations": {"read_only": trail.read_only, "destructive": trail.destructive},
         "arguments": trail.arguments,
-        "approval": {"state": "none"},
+        "approval": {"state": if s.outcome == "approval_required" { "required" } else { "none" }},
         "decision": trail.decision,
         "refusal": s.stage.map(|stage| serde_json::json!({
             "stage": stage,
@@ -1772,12 +1846,12 @@ fn call_entry(host: &Host, method: &str, trail: CallTrail, s: &Summary, error_co
     Entry {
         time_ms: trail.time_ms,
         kind: Kind::Call.as_str().to_owned(),
-        correlation: trail.trace.trace_id,
-        request: trail.span,
-        parent: trail.trace.parent_id,
+        correlation: trail.trace.trace_id.clone(),
+        request: trail.span.clone(),
+        parent: trail.trace.parent_id.clone(),
         principal: host.principal.id.clone(),
-        server: trail.server,
-        item: trail.item,
+        server: trail.server.clone(),
+        item: trail.item.clone(),
         outcome: s.outcome.to_owned(),
         body: body.to_string(),
     }

@@ -78,6 +78,10 @@ impl Telemetry {
     pub fn call_span(&self, c: &CallSpan<'_>) {
         let Some((_, tracer)) = &self.tracing else { return };
         let t = c.trail;
+        // The host's sampling decision holds: a trace it does not sample is not exported.
+        if !t.trace.parent_id.is_empty() && u8::from_str_radix(&t.trace.flags, 16).is_ok_and(|f| f & 1 == 0) {
+            return;
+        }
         let (Some(trace_id), Some(span_id)) = (hex_trace(&t.trace.trace_id), hex_span(&t.span)) else { return };
         let parent = match hex_span(&t.trace.parent_id) {
             Some(parent) => Context::new().with_remote_span_context(SpanContext::new(

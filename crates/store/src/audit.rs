@@ -120,11 +120,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Every stream with records or a head, by name.
+    /// Whether a stream already holds this entry (replaying a spool must not record it twice).
+    pub async fn audit_has(&self, stream: &str, e: &Entry) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT seq FROM audit_records WHERE correlation = $1 AND request = $2 AND time_ms = $3 \
+                 AND kind = $4 AND stream = $5 LIMIT 1",
+            )
+            .bind(&e.correlation)
+            .bind(&e.request)
+            .bind(e.time_ms)
+            .bind(&e.kind)
+            .bind(stream)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.is_some())
+    }
+
+    /// Every stream with records, a head or checkpoints, by name.
     pub async fn audit_streams(&self) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT stream FROM audit_heads UNION SELECT DISTINCT stream FROM audit_records ORDER BY stream",
+                "SELECT stream FROM audit_heads UNION SELECT stream FROM audit_records \
+                 UNION SELECT stream FROM audit_checkpoints ORDER BY stream",
             )
             .fetch_all(pool)
             .await?
@@ -309,16 +328,22 @@ fn record_from(r: RecordRow) -> Record {
 }
 
 impl Store {
-    /// Verifies one stream: its records page by page against its checkpoints (with `key`,
-    /// only checkpoints that key signed are trusted).
+    /// Verifies one stream: its records page by page against its checkpoints (with `keys`,
+    /// only checkpoints one of them signed are trusted) and its head row.
     pub async fn verify_audit(
         &self,
         stream: &str,
-        key: Option<&portcullis_audit::VerifyingKey>,
+        keys: &[portcullis_audit::VerifyingKey],
     ) -> Result<portcullis_audit::Report, StoreError> {
         const PAGE: u32 = 2_000;
+        // The head first: records appended while this runs only come after it.
+        let (head, _) = self.audit_head(stream).await?;
         let checkpoints = self.audit_checkpoints(stream).await?;
-        let mut verifier = portcullis_audit::Verifier::new(stream, &checkpoints, key);
+        // A stream whose records are all under a minute old may be awaiting its first checkpoint.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut verifier = portcullis_audit::Verifier::new(stream, &checkpoints, keys).recent_since(now - 60_000);
         let mut from = i64::MIN;
         loop {
             let page = self.audit_records(stream, from, PAGE).await?;
@@ -330,6 +355,11 @@ impl Store {
                 _ => break,
             }
         }
-        Ok(verifier.finish())
+        let mut report = verifier.finish();
+        let last = report.last_seq.unwrap_or(0);
+        if head > last && !report.findings.iter().any(|f| matches!(f, portcullis_audit::Finding::Truncated { .. })) {
+            report.findings.push(portcullis_audit::Finding::Truncated { from: last + 1, to: head });
+        }
+        Ok(report)
     }
 }

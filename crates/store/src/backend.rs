@@ -33,9 +33,9 @@ pub(crate) enum Backend {
 
 impl Backend {
     /// Opens the database a URL names and brings its schema up to date.
-    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(url: &str, synced: bool) -> Result<Self, StoreError> {
         let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite(open_sqlite(url).await?)
+            Backend::Sqlite(open_sqlite(url, synced).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres(open_postgres(url).await?)
         } else {
@@ -86,7 +86,7 @@ fn is_sqlite_memory(url: &str) -> bool {
     database == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
 }
 
-async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
+async fn open_sqlite(url: &str, synced: bool) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
     if is_sqlite_memory(url) {
         // Every connection to `:memory:` would be a database of its own (sqlx names it for a shared
@@ -104,8 +104,11 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, StoreError> {
     if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
     }
-    let options =
-        options.create_if_missing(true).journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
+    let options = options.create_if_missing(true).journal_mode(SqliteJournalMode::Wal).synchronous(if synced {
+        SqliteSynchronous::Full
+    } else {
+        SqliteSynchronous::Normal
+    });
     let pool =
         SqlitePoolOptions::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
     Ok(pool)

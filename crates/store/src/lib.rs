@@ -40,7 +40,13 @@ impl Store {
     /// absolute path; the file and its folder are created if missing), `sqlite::memory:` (for tests),
     /// or `postgres://user@host:port/database`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url).await? })
+        Ok(Store { backend: Backend::connect(url, false).await? })
+    }
+
+    /// As [`Store::connect`], but a SQLite commit also survives a power cut (`synchronous=FULL`:
+    /// an fsync per commit); PostgreSQL commits are durable either way.
+    pub async fn connect_synced(url: &str) -> Result<Store, StoreError> {
+        Ok(Store { backend: Backend::connect(url, true).await? })
     }
 
     /// The engine in use: `"sqlite"` or `"postgres"`.

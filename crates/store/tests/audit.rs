@@ -82,7 +82,7 @@ async fn appends_chain_records_across_batches_and_streams(db: TestDb) {
     assert_eq!(stored, [first[0].clone(), first[1].clone(), second[0].clone()], "read back exactly as chained");
     assert_eq!(store.audit_records("gw/calls", 2, 1).await.expect("records"), [first[1].clone()]);
     for stream in ["gw/calls", "gw/system"] {
-        let report = store.verify_audit(stream, None).await.expect("verify");
+        let report = store.verify_audit(stream, &[]).await.expect("verify");
         assert!(report.ok(), "{stream}: {:?}", report.findings);
     }
 }
@@ -105,7 +105,7 @@ async fn replicas_appending_to_one_stream_build_one_chain(db: TestDb) {
         t.await.expect("appender");
     }
     let store = &replicas[0];
-    let report = store.verify_audit("shared/calls", None).await.expect("verify");
+    let report = store.verify_audit("shared/calls", &[]).await.expect("verify");
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!((report.records, report.first_seq, report.last_seq), (270, Some(1), Some(270)));
 }
@@ -184,11 +184,14 @@ async fn finds_every_kind_of_tampering_done_in_the_database(db: TestDb) {
         append(&store, &stream, 1..=10).await;
         let (seq, hash) = store.audit_head(&stream).await.expect("head");
         store.add_audit_checkpoint(&key.checkpoint(&stream, seq, &hash, 1, 0)).await.expect("checkpoint");
-        assert!(store.verify_audit(&stream, Some(&public)).await.expect("verify").ok(), "{name} before");
+        assert!(
+            store.verify_audit(&stream, std::slice::from_ref(&public)).await.expect("verify").ok(),
+            "{name} before"
+        );
         for sql in statements {
             assert!(db.execute(sql).await > 0, "{sql}");
         }
-        let findings = store.verify_audit(&stream, Some(&public)).await.expect("verify").findings;
+        let findings = store.verify_audit(&stream, std::slice::from_ref(&public)).await.expect("verify").findings;
         let expected: &[Finding] = match name {
             "edit" => &[Finding::Modified { seq: 4 }],
             "delete" => &[Finding::Missing { from: 6, to: 6 }],
@@ -203,7 +206,7 @@ async fn finds_every_kind_of_tampering_done_in_the_database(db: TestDb) {
         assert!(!findings.is_empty(), "{name}");
     }
     // Without the key, a forged checkpoint is only taken at its word: the report says so.
-    let report = store.verify_audit("t/forge", None).await.expect("verify");
+    let report = store.verify_audit("t/forge", &[]).await.expect("verify");
     assert!(!report.signatures_checked);
 }
 
@@ -219,10 +222,10 @@ async fn pruning_behind_a_signed_floor_keeps_the_stream_verifiable(db: TestDb) {
     store.add_audit_checkpoint(&key.checkpoint("gw/calls", seq, &hash, floor, 0)).await.expect("checkpoint");
     assert_eq!(store.prune_audit("gw/calls", floor).await.expect("prune"), 5);
     assert_eq!(store.audit_checkpoints("gw/calls").await.expect("checkpoints").len(), 1, "old checkpoint pruned");
-    let report = store.verify_audit("gw/calls", Some(&key.verifying_key())).await.expect("verify");
+    let report = store.verify_audit("gw/calls", &[key.verifying_key()]).await.expect("verify");
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!((report.first_seq, report.records), (Some(6), 5));
     // The chain goes on from the head, not from the pruned start.
     append(&store, "gw/calls", 11..=11).await;
-    assert!(store.verify_audit("gw/calls", Some(&key.verifying_key())).await.expect("verify").ok());
+    assert!(store.verify_audit("gw/calls", &[key.verifying_key()]).await.expect("verify").ok());
 }

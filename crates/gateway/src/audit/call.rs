@@ -44,6 +44,8 @@ pub struct CallTrail {
     pub upstream_call: Option<(std::time::SystemTime, std::time::SystemTime)>,
     /// When the request arrived (for its span).
     pub started_at: std::time::SystemTime,
+    /// Whether the request was sent to the upstream.
+    pub forwarded: bool,
     /// The tool's `readOnlyHint` and `destructiveHint`, as listed.
     pub read_only: Option<bool>,
     pub destructive: Option<bool>,
@@ -72,6 +74,7 @@ impl CallTrail {
             stages: Vec::new(),
             upstream_call: None,
             started_at: std::time::SystemTime::now(),
+            forwarded: false,
             read_only: None,
             destructive: None,
         }
@@ -117,12 +120,41 @@ pub fn recorded_arguments(text: &str, redact: &[String], max_bytes: usize) -> Va
     value
 }
 
+/// A field name or pattern as compared: lowercase letters and digits only (`privateKey`,
+/// `private-key` and `PRIVATE_KEY` all read `privatekey`).
+pub fn normalized(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Whether a field name looks secret by the (normalized) patterns.
+pub fn is_secret_name(name: &str, redact: &[String]) -> bool {
+    let name = normalized(name);
+    redact.iter().any(|r| !r.is_empty() && name.contains(r.as_str()))
+}
+
+/// A name as recorded: a resource URI without its user info, query and fragment (where
+/// credentials and signatures travel); other names as they are.
+pub fn recorded_name(name: &str) -> String {
+    let cut = name.find(['?', '#']).map_or(name, |i| &name[..i]);
+    match cut.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => cut.to_owned(),
+    }
+}
+
 fn redact_fields(value: &mut Value, redact: &[String]) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                let name = key.to_ascii_lowercase().replace('-', "_");
-                if redact.iter().any(|r| name.contains(r.as_str())) {
+                if is_secret_name(key, redact) {
                     *v = Value::String("[redacted]".to_owned());
                 } else {
                     redact_fields(v, redact);
@@ -141,11 +173,12 @@ mod tests {
 
     #[test]
     fn redacts_secret_looking_fields_at_any_depth() {
-        let redact = vec!["password".to_owned(), "api_key".to_owned(), "token".to_owned()];
+        let redact: Vec<String> = ["password", "api_key", "token", "private_key"].map(normalized).to_vec();
         let args = json!({
             "user": "alice",
             "Password": "hunter2",
             "nested": {"x-api-key": "k", "list": [{"accessToken": "t", "keep": 1}]},
+            "privateKey": "pk",
         });
         assert_eq!(
             recorded_arguments(&args.to_string(), &redact, 10_000),
@@ -153,8 +186,17 @@ mod tests {
                 "user": "alice",
                 "Password": "[redacted]",
                 "nested": {"x-api-key": "[redacted]", "list": [{"accessToken": "[redacted]", "keep": 1}]},
+                "privateKey": "[redacted]",
             })
         );
+    }
+
+    #[test]
+    fn recorded_uris_lose_user_info_query_and_fragment() {
+        assert_eq!(recorded_name("https://u:p@files.example/a/b?sig=secret#x"), "https://files.example/a/b");
+        assert_eq!(recorded_name("demo://tickets/T-1"), "demo://tickets/T-1");
+        assert_eq!(recorded_name("s3://bucket"), "s3://bucket");
+        assert_eq!(recorded_name("echo"), "echo");
     }
 
     #[test]

@@ -66,12 +66,13 @@ pub async fn trace(store: &Store, correlation: &str) -> Result<TraceReport, Stor
                     kind: Some(Kind::List.as_str().to_owned()),
                     principal: Some(principal.to_owned()),
                     until_ms: Some(start + 1),
-                    limit: 1,
+                    limit: 50,
                     newest_first: true,
                     ..Default::default()
                 })
                 .await?;
-            report.shown_before.extend(shown);
+            // The last tool list this principal was shown.
+            report.shown_before.extend(shown.into_iter().find(|r| body(r)["method"] == "tools/list"));
         }
     }
     Ok(report)
@@ -287,17 +288,22 @@ impl TraceReport {
 
 fn str_of(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         Value::Null => "-".to_owned(),
-        other => other.to_string(),
+        other => printable(&other.to_string()),
     }
 }
 
 fn compact(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
-        other => other.to_string(),
+        other => printable(&other.to_string()),
     }
+}
+
+/// Text chosen by hosts or upstreams, safe for a terminal: control characters escaped.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// A record time as RFC 3339 (UTC, milliseconds).

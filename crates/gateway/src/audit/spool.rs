@@ -1,0 +1,267 @@
+//! The local spool: where audit records wait, synced to disk, while the store cannot take them.
+//!
+//! One process owns a spool file at a time (a lock on `<spool>.lock`); a second process started
+//! from the same configuration (several `portcullis stdio` hosts, say) gets `<spool>.<pid>` of its
+//! own, and any spool whose owner is gone is taken over at start. Appends only ever add lines
+//! (each after a newline, so a line torn by a crash stays alone); the file is replaced
+//! atomically (written aside, synced, renamed); lines that cannot be read are moved to
+//! `<spool>.bad`, never dropped.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use portcullis_audit::{Entry, Partition};
+use tokio::io::AsyncWriteExt;
+
+/// One spooled record.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    pub partition: Partition,
+    pub entry: Entry,
+}
+
+/// This process's spool.
+pub struct Spool {
+    path: PathBuf,
+    /// Held for the process's life: the lock that makes the spool ours.
+    _lock: std::fs::File,
+    /// Bytes in the file (0: nothing waits).
+    len: u64,
+}
+
+impl Spool {
+    /// Opens this process's spool at `path` (or beside it, when another live process owns it),
+    /// taking over the spools of processes that are gone.
+    pub fn open(path: &Path) -> io::Result<Spool> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let (own, lock) = match try_lock(&lock_path(path))? {
+            Some(lock) => (path.to_owned(), lock),
+            None => {
+                let own = sibling(path, &std::process::id().to_string());
+                let lock = try_lock(&lock_path(&own))?
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::WouldBlock, format!("{} is locked", own.display())))?;
+                (own, lock)
+            }
+        };
+        let mut spool = Spool { len: std::fs::metadata(&own).map(|m| m.len()).unwrap_or(0), path: own, _lock: lock };
+        spool.adopt_orphans(path)?;
+        Ok(spool)
+    }
+
+    /// The spool file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether records wait in the spool.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends records and syncs them; refuses when the spool would exceed `max_bytes`.
+    pub async fn append(&mut self, records: &[Spooled], max_bytes: u64) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let text = lines(records);
+        if self.len + text.len() as u64 > max_bytes {
+            return Err(io::Error::other(format!("the spool would exceed {max_bytes} bytes")));
+        }
+        let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
+        file.write_all(text.as_bytes()).await?;
+        file.sync_data().await?;
+        self.len += text.len() as u64;
+        Ok(())
+    }
+
+    /// Every record in the spool, in order; unreadable lines are moved to `<spool>.bad`.
+    pub async fn read(&self) -> io::Result<Vec<Spooled>> {
+        let bytes = match tokio::fs::read(&self.path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+            match parse(line) {
+                Some(s) => out.push(s),
+                None => {
+                    bad.extend_from_slice(line);
+                    bad.push(b'\n');
+                }
+            }
+        }
+        if !bad.is_empty() {
+            tracing::error!(spool = %self.path.display(), "audit spool: unreadable lines moved to the .bad file");
+            let mut file =
+                tokio::fs::OpenOptions::new().create(true).append(true).open(sibling(&self.path, "bad")).await?;
+            file.write_all(&bad).await?;
+            file.sync_data().await?;
+        }
+        Ok(out)
+    }
+
+    /// Replaces the spool's content with `records` (none: empties it), atomically.
+    pub async fn replace(&mut self, records: &[Spooled]) -> io::Result<()> {
+        let text = lines(records);
+        let aside = sibling(&self.path, "tmp");
+        let mut file = tokio::fs::File::create(&aside).await?;
+        file.write_all(text.as_bytes()).await?;
+        file.sync_data().await?;
+        drop(file);
+        tokio::fs::rename(&aside, &self.path).await?;
+        if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::File::open(dir).await?.sync_all().await?;
+        }
+        self.len = text.len() as u64;
+        Ok(())
+    }
+
+    /// Appends the spools of processes that are gone (their lock is free) to this one.
+    fn adopt_orphans(&mut self, base: &Path) -> io::Result<()> {
+        let (Some(dir), Some(name)) = (base.parent(), base.file_name().and_then(|n| n.to_str())) else {
+            return Ok(());
+        };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let prefix = format!("{name}.");
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let file_name = entry.file_name();
+            let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || entry.path() == self.path {
+                continue;
+            }
+            let orphan = entry.path();
+            let Some(lock) = try_lock(&lock_path(&orphan))? else { continue };
+            let content = std::fs::read(&orphan)?;
+            if !content.is_empty() {
+                use std::io::Write as _;
+                let mut ours = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+                ours.write_all(b"\n")?;
+                ours.write_all(&content)?;
+                ours.sync_data()?;
+                self.len += content.len() as u64 + 1;
+                tracing::info!(orphan = %orphan.display(), "audit spool of a stopped process taken over");
+            }
+            std::fs::remove_file(&orphan)?;
+            drop(lock);
+            let _ = std::fs::remove_file(lock_path(&orphan));
+        }
+        Ok(())
+    }
+}
+
+fn lines(records: &[Spooled]) -> String {
+    if records.is_empty() {
+        return String::new();
+    }
+    // Each record starts on a line of its own, even after a line a crash tore.
+    let mut text = String::from("\n");
+    for r in records {
+        let line = serde_json::json!({"partition": r.partition.as_str(), "entry": r.entry});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+fn parse(line: &[u8]) -> Option<Spooled> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let partition = Partition::parse(v.get("partition")?.as_str()?)?;
+    let entry: Entry = serde_json::from_value(v.get("entry")?.clone()).ok()?;
+    Some(Spooled { partition, entry })
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn lock_path(spool: &Path) -> PathBuf {
+    sibling(spool, "lock")
+}
+
+/// The lock file locked for this process, or `None` when another process holds it.
+fn try_lock(path: &Path) -> io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: i64) -> Spooled {
+        Spooled {
+            partition: Partition::Calls,
+            entry: Entry {
+                time_ms: n,
+                kind: "call".to_owned(),
+                correlation: format!("{n:032x}"),
+                request: format!("{n:016x}"),
+                parent: String::new(),
+                principal: "ünïcode".to_owned(),
+                server: "s".to_owned(),
+                item: "t".to_owned(),
+                outcome: "ok".to_owned(),
+                body: "{}".to_owned(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_survive_a_torn_line_and_bad_lines_are_kept_aside() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.spool");
+        let mut spool = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        spool.append(&[record(1)], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
+        // A crash mid-write leaves half a line, cut inside a multi-byte character.
+        let text = lines(&[record(2)]);
+        let cut = text.find('ü').unwrap_or(10) + 1;
+        let mut torn = std::fs::read(&path).unwrap_or_default();
+        torn.extend_from_slice(&text.as_bytes()[..cut]);
+        std::fs::write(&path, torn).unwrap_or_else(|e| panic!("{e}"));
+        spool.append(&[record(3)], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
+        let read = spool.read().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.iter().map(|r| r.entry.time_ms).collect::<Vec<_>>(), [1, 3]);
+        assert!(std::fs::metadata(sibling(&path, "bad")).is_ok_and(|m| m.len() > 0), "the torn line is kept aside");
+        spool.replace(&read[1..]).await.unwrap_or_else(|e| panic!("{e}"));
+        let again = spool.read().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.iter().map(|r| r.entry.time_ms).collect::<Vec<_>>(), [3]);
+        spool.replace(&[]).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(spool.read().await.is_ok_and(|r| r.is_empty()));
+        assert!(spool.is_empty(), "an emptied spool holds nothing");
+        assert!(spool.append(&[record(4)], 10).await.is_err(), "the size cap holds");
+    }
+
+    #[tokio::test]
+    async fn a_second_owner_gets_its_own_spool_and_orphans_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.spool");
+        let mut first = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        // Locks are per open file description, so a second open in this process is refused too.
+        let mut second = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(first.path(), second.path(), "one owner per file");
+        first.append(&[record(1)], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
+        second.append(&[record(2)], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
+        // An orphan: a pid spool whose owner is gone.
+        let orphan = sibling(&path, "999999");
+        std::fs::write(&orphan, lines(&[record(3)])).unwrap_or_else(|e| panic!("{e}"));
+        drop(second); // a live second owner's spool is not taken over while it holds its lock
+        drop(first);
+        let third = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let read = third.read().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut times: Vec<i64> = read.iter().map(|r| r.entry.time_ms).collect();
+        times.sort();
+        assert_eq!(times, [1, 2, 3], "the stopped owners' spools are taken over");
+        assert!(!orphan.exists());
+    }
+}
