@@ -111,6 +111,8 @@ pub struct Gateway {
     telemetry: Option<Arc<Telemetry>>,
     /// The server version each upstream last reported (index-aligned with `upstreams`).
     versions: std::sync::Mutex<Vec<Option<String>>>,
+    /// What each principal was last shown by each list on each route (a digest), bounded.
+    shown: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// A digest of what each upstream offered when last observed (index-aligned with `upstreams`).
     observed: std::sync::Mutex<Vec<u64>>,
     /// When each upstream was last observed on a request's behalf; held while observing, so
@@ -188,6 +190,7 @@ impl Gateway {
             client_info,
             versions: std::sync::Mutex::new(vec![None; upstreams_len]),
             observed: std::sync::Mutex::new(vec![0; upstreams_len]),
+            shown: std::sync::Mutex::new(std::collections::HashMap::new()),
             observing: (0..upstreams_len).map(|_| tokio::sync::Mutex::new(None)).collect(),
             metrics: Metrics::new(config_metrics),
             telemetry,
@@ -1009,6 +1012,23 @@ impl Gateway {
         }
     }
 
+    /// Whether a principal is shown something other than what it was last shown on this route
+    /// (a list it has already seen, unchanged, is not recorded again: the earlier record says it).
+    fn newly_shown(&self, host: &Host, kind: ListKind, items: &[Box<RawValue>]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for item in items {
+            item.get().hash(&mut h);
+        }
+        let digest = h.finish();
+        let key = format!("{}\n{}\n{}", host.principal.id, host.route.path(), kind.method());
+        let mut shown = self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shown.len() >= 10_000 && !shown.contains_key(&key) {
+            shown.clear();
+        }
+        shown.insert(key, digest) != Some(digest)
+    }
+
     /// Observes an upstream for a request that needs its current metadata: requests arriving
     /// while an observation runs wait for it, and one that finished under a second ago serves.
     async fn observe_for_request(&self, index: usize) -> Result<(), UpstreamError> {
@@ -1279,7 +1299,9 @@ impl Gateway {
                 }
             }
         }
-        if let Some(audit) = &self.audit {
+        if let Some(audit) = &self.audit
+            && self.newly_shown(host, kind, &items)
+        {
             audit.record(Kind::List, list_entry(host, kind, &items)).await;
         }
         let mut result = RawObject::default();

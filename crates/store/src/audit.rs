@@ -67,19 +67,23 @@ impl Store {
         let mut out = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
         in_tx!(self, |tx| {
             for (stream, entries) in batch.iter().filter(|(_, e)| !e.is_empty()) {
-                sqlx::query(
-                    "INSERT INTO audit_heads (stream, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING",
-                )
-                .bind(stream)
-                .bind(GENESIS)
-                .execute(&mut *tx)
-                .await?;
                 let lock = if self.backend_name() == "postgres" { " FOR UPDATE" } else { "" };
-                let (mut seq, mut hash): (i64, String) =
-                    sqlx::query_as(&format!("SELECT seq, hash FROM audit_heads WHERE stream = $1{lock}"))
+                let select = format!("SELECT seq, hash FROM audit_heads WHERE stream = $1{lock}");
+                let head: Option<(i64, String)> = sqlx::query_as(&select).bind(stream).fetch_optional(&mut *tx).await?;
+                let (mut seq, mut hash) = match head {
+                    Some(head) => head,
+                    None => {
+                        // A new stream (two replicas may race to create it: one insert wins).
+                        sqlx::query(
+                            "INSERT INTO audit_heads (stream, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING",
+                        )
                         .bind(stream)
-                        .fetch_one(&mut *tx)
+                        .bind(GENESIS)
+                        .execute(&mut *tx)
                         .await?;
+                        sqlx::query_as(&select).bind(stream).fetch_one(&mut *tx).await?
+                    }
+                };
                 let first = out.len();
                 for entry in entries {
                     let record = Record::chain(stream, seq, &hash, entry.clone());
