@@ -46,20 +46,7 @@ mod tests {
     use super::*;
     use crate::Record;
 
-    fn entry(n: i64) -> Entry {
-        Entry {
-            time_ms: 1_700_000_000_000 + n,
-            kind: "call".to_owned(),
-            correlation: format!("{n:032x}"),
-            request: format!("{n:016x}"),
-            parent: String::new(),
-            principal: "alice".to_owned(),
-            server: "files".to_owned(),
-            item: "read".to_owned(),
-            outcome: "allowed".to_owned(),
-            body: format!(r#"{{"n":{n}}}"#),
-        }
-    }
+    use crate::record::sample as entry;
 
     #[test]
     fn every_field_moves_the_digest() {

@@ -54,3 +54,20 @@ impl Record {
         Record { stream: stream.to_owned(), seq, entry, digest, prev_hash: head_hash.to_owned(), hash }
     }
 }
+
+/// A call entry for tests, distinct for each `n`.
+#[cfg(test)]
+pub(crate) fn sample(n: i64) -> Entry {
+    Entry {
+        time_ms: 1_700_000_000_000 + n,
+        kind: "call".to_owned(),
+        correlation: format!("{n:032x}"),
+        request: format!("{n:016x}"),
+        parent: String::new(),
+        principal: "alice".to_owned(),
+        server: "files".to_owned(),
+        item: "read".to_owned(),
+        outcome: "ok".to_owned(),
+        body: format!(r#"{{"n":{n}}}"#),
+    }
+}

@@ -203,25 +203,12 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SigningKey;
     use crate::chain::GENESIS;
-    use crate::{Entry, SigningKey};
 
     const S: &str = "gw/calls";
 
-    fn entry(n: i64) -> Entry {
-        Entry {
-            time_ms: 1_700_000_000_000 + n,
-            kind: "call".to_owned(),
-            correlation: format!("{n:032x}"),
-            request: format!("{n:016x}"),
-            parent: String::new(),
-            principal: "alice".to_owned(),
-            server: "files".to_owned(),
-            item: "read".to_owned(),
-            outcome: "ok".to_owned(),
-            body: format!(r#"{{"n":{n}}}"#),
-        }
-    }
+    use crate::record::sample as entry;
 
     fn stream(n: i64) -> Vec<Record> {
         let mut out: Vec<Record> = Vec::new();

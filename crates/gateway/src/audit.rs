@@ -257,14 +257,7 @@ impl Writer {
             tokio::select! {
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    let mut jobs = vec![job];
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit(jobs).await;
+                    self.commit(drain(job, &mut rx)).await;
                 }
                 _ = checkpoint.tick() => {
                     if !self.spool.is_empty() {
@@ -283,14 +276,7 @@ impl Writer {
                 _ = closed.cancelled() => {
                     rx.close();
                     while let Some(job) = rx.recv().await {
-                        let mut jobs = vec![job];
-                        while jobs.len() < MAX_BATCH {
-                            match rx.try_recv() {
-                                Ok(job) => jobs.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                        self.commit(jobs).await;
+                        self.commit(drain(job, &mut rx)).await;
                     }
                     break;
                 }
@@ -524,6 +510,18 @@ impl Writer {
             }
         }
     }
+}
+
+/// A batch: the job that woke the writer and whatever else is queued (group commit).
+fn drain(first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    jobs
 }
 
 /// Whether a call record's outcome says the upstream executed the call.

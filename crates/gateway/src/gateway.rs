@@ -470,19 +470,7 @@ impl Gateway {
             "client": client,
             "principal": principal_facts(&host.principal),
         });
-        let entry = Entry {
-            time_ms: now_ms(),
-            kind: Kind::SessionOpened.as_str().to_owned(),
-            correlation: trace.trace_id,
-            request: span_id(),
-            parent: trace.parent_id,
-            principal: host.principal.id.clone(),
-            server: String::new(),
-            item: String::new(),
-            outcome: "ok".to_owned(),
-            body: body.to_string(),
-        };
-        audit.record(Kind::SessionOpened, entry).await;
+        audit.record(Kind::SessionOpened, host_entry(host, trace, Kind::SessionOpened, &body)).await;
     }
 
     /// Records a gateway-wide event (upstreams, registry, policy), in a trace of its own.
@@ -1896,9 +1884,14 @@ fn list_entry(host: &Host, kind: ListKind, items: &[Box<RawValue>]) -> Entry {
         "count": items.len(),
         "visible": names,
     });
+    host_entry(host, trace, Kind::List, &body)
+}
+
+/// A record of something a host did outside a governed call (it opened a session, it listed).
+fn host_entry(host: &Host, trace: TraceContext, kind: Kind, body: &serde_json::Value) -> Entry {
     Entry {
         time_ms: now_ms(),
-        kind: Kind::List.as_str().to_owned(),
+        kind: kind.as_str().to_owned(),
         correlation: trace.trace_id,
         request: span_id(),
         parent: trace.parent_id,

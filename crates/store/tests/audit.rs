@@ -4,30 +4,9 @@
 #[path = "store/engine.rs"]
 mod engine;
 
-use engine::TestDb;
+use engine::{TestDb, on_both_engines};
 use portcullis_audit::{Entry, Finding, SigningKey};
 use portcullis_store::{AuditQuery, Store};
-
-macro_rules! on_both_engines {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::engine::run(crate::engine::Engine::Sqlite, crate::$name).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::engine::run(crate::engine::Engine::Postgres, crate::$name).await;
-                }
-            )+
-        }
-    };
-}
 
 on_both_engines!(
     appends_chain_records_across_batches_and_streams,

@@ -7,34 +7,12 @@ mod engine;
 
 use std::sync::Arc;
 
-use engine::{Engine, TestDb};
+use engine::{Engine, TestDb, on_both_engines};
 use portcullis_store::{
     DriftChange, DriftRecord, EntryRecord, EntryStatus, Observation, PinKind, PinRecord, PinState, Store, StoreError,
 };
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
-
-/// Declares each listed `async fn name(db: TestDb)` as a test on SQLite and one on PostgreSQL.
-macro_rules! on_both_engines {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::engine::run(crate::engine::Engine::Sqlite, crate::$name).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    crate::engine::run(crate::engine::Engine::Postgres, crate::$name).await;
-                }
-            )+
-        }
-    };
-}
 
 on_both_engines!(
     applies_migrations_once_when_connecting_twice,

@@ -10,6 +10,30 @@ use portcullis_store::Store;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+/// Declares each listed `async fn name(db: TestDb)` as a test on SQLite and one on PostgreSQL.
+#[allow(unused_macros)]
+macro_rules! on_both_engines {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::engine::run(crate::engine::Engine::Sqlite, crate::$name).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::engine::run(crate::engine::Engine::Postgres, crate::$name).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_engines;
+
 /// Which engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
