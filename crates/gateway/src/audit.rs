@@ -335,9 +335,16 @@ impl Writer {
         }
     }
 
-    /// One append to the store, bounded in time.
+    /// One append to the store, bounded in time: after this writer's own last records (one
+    /// statement fewer), or, when someone else appended meanwhile, after the stream's head.
     async fn append(&self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
-        match tokio::time::timeout(STORE_TIMEOUT, self.store.append_audit(batch)).await {
+        let attempt = async {
+            match self.store.append_audit_after(batch, &self.heads).await {
+                Err(StoreError::Conflict { .. }) => self.store.append_audit(batch).await,
+                outcome => outcome,
+            }
+        };
+        match tokio::time::timeout(STORE_TIMEOUT, attempt).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(format!("no answer within {STORE_TIMEOUT:?}"))),
         }

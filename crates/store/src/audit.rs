@@ -2,6 +2,8 @@
 //! checkpoints, searches over them, and retention. Audit writes do not move the registry
 //! revision.
 
+use std::collections::HashMap;
+
 use portcullis_audit::chain::GENESIS;
 use portcullis_audit::{Checkpoint, Entry, Record};
 
@@ -64,32 +66,69 @@ impl Store {
     /// head, and returns the records as chained. Writers on one stream take turns (the head row
     /// is locked), so two gateways sharing a stream still build one chain.
     pub async fn append_audit(&self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
+        self.append_audit_after(batch, &HashMap::new()).await
+    }
+
+    /// As [`Store::append_audit`], but a stream named in `after` is chained after that record
+    /// (the caller's own last one) without reading its head first: one statement fewer. If the
+    /// head has moved since (someone else appended), nothing is written and the answer is
+    /// [`StoreError::Conflict`].
+    pub async fn append_audit_after(
+        &self,
+        batch: &[(String, Vec<Entry>)],
+        after: &HashMap<String, (i64, String)>,
+    ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
         in_tx!(self, |tx| {
             for (stream, entries) in batch.iter().filter(|(_, e)| !e.is_empty()) {
-                let lock = if self.backend_name() == "postgres" { " FOR UPDATE" } else { "" };
-                let select = format!("SELECT seq, hash FROM audit_heads WHERE stream = $1{lock}");
-                let head: Option<(i64, String)> = sqlx::query_as(&select).bind(stream).fetch_optional(&mut *tx).await?;
-                let (mut seq, mut hash) = match head {
-                    Some(head) => head,
+                let first = out.len();
+                let (mut seq, mut hash) = match after.get(stream) {
+                    Some(known) => known.clone(),
                     None => {
-                        // A new stream (two replicas may race to create it: one insert wins).
-                        sqlx::query(
-                            "INSERT INTO audit_heads (stream, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (stream) DO NOTHING",
-                        )
-                        .bind(stream)
-                        .bind(GENESIS)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query_as(&select).bind(stream).fetch_one(&mut *tx).await?
+                        let lock = if self.backend_name() == "postgres" { " FOR UPDATE" } else { "" };
+                        let select = format!("SELECT seq, hash FROM audit_heads WHERE stream = $1{lock}");
+                        let head: Option<(i64, String)> =
+                            sqlx::query_as(&select).bind(stream).fetch_optional(&mut *tx).await?;
+                        match head {
+                            Some(head) => head,
+                            None => {
+                                // A new stream (two replicas may race to create it: one insert wins).
+                                sqlx::query(
+                                    "INSERT INTO audit_heads (stream, seq, hash) VALUES ($1, 0, $2) \
+                                     ON CONFLICT (stream) DO NOTHING",
+                                )
+                                .bind(stream)
+                                .bind(GENESIS)
+                                .execute(&mut *tx)
+                                .await?;
+                                sqlx::query_as(&select).bind(stream).fetch_one(&mut *tx).await?
+                            }
+                        }
                     }
                 };
-                let first = out.len();
+                let (from_seq, from_hash) = (seq, hash.clone());
                 for entry in entries {
                     let record = Record::chain(stream, seq, &hash, entry.clone());
                     seq = record.seq;
                     hash.clone_from(&record.hash);
                     out.push(record);
+                }
+                // The head moves only from where the chain was computed: the row lock this takes
+                // makes concurrent writers on the stream take turns, and a writer whose idea of the
+                // head is stale changes nothing.
+                let moved = sqlx::query(
+                    "UPDATE audit_heads SET seq = $2, hash = $3 WHERE stream = $1 AND seq = $4 AND hash = $5",
+                )
+                .bind(stream)
+                .bind(seq)
+                .bind(&hash)
+                .bind(from_seq)
+                .bind(&from_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved != 1 {
+                    return Err(StoreError::Conflict { what: format!("audit stream {stream}") });
                 }
                 for rows in out[first..].chunks(ROWS_PER_INSERT) {
                     let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO audit_records ({COLUMNS}) "));
@@ -113,12 +152,6 @@ impl Store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE stream = $1")
-                    .bind(stream)
-                    .bind(seq)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
             }
         });
         Ok(out)

@@ -14,6 +14,7 @@ on_both_engines!(
     searches_by_every_filter,
     finds_every_kind_of_tampering_done_in_the_database,
     pruning_behind_a_signed_floor_keeps_the_stream_verifiable,
+    appending_after_a_stale_head_conflicts_and_writes_nothing,
 );
 
 fn entry(n: i64, principal: &str, tool: &str, outcome: &str) -> Entry {
@@ -207,4 +208,22 @@ async fn pruning_behind_a_signed_floor_keeps_the_stream_verifiable(db: TestDb) {
     // The chain goes on from the head, not from the pruned start.
     append(&store, "gw/calls", 11..=11).await;
     assert!(store.verify_audit("gw/calls", &[key.verifying_key()]).await.expect("verify").ok());
+}
+
+async fn appending_after_a_stale_head_conflicts_and_writes_nothing(db: TestDb) {
+    let store = db.store().await;
+    let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
+    let mine = std::collections::HashMap::from([("gw/calls".to_owned(), (first[0].seq, first[0].hash.clone()))]);
+    // Chained after the caller's own head: no read of the head needed.
+    let second = store
+        .append_audit_after(&[("gw/calls".to_owned(), vec![entry(2, "a", "t", "ok")])], &mine)
+        .await
+        .expect("append after");
+    assert_eq!((second[0].seq, second[0].prev_hash.as_str()), (2, first[0].hash.as_str()));
+    // The same (now stale) head again: refused, nothing written.
+    let stale = store.append_audit_after(&[("gw/calls".to_owned(), vec![entry(3, "a", "t", "ok")])], &mine).await;
+    assert!(matches!(stale, Err(portcullis_store::StoreError::Conflict { .. })), "{stale:?}");
+    assert_eq!(store.audit_records("gw/calls", 1, 10).await.expect("records").len(), 2);
+    assert_eq!(store.audit_head("gw/calls").await.expect("head"), (2, second[0].hash.clone()));
+    assert!(store.verify_audit("gw/calls", &[]).await.expect("verify").ok());
 }
