@@ -77,6 +77,9 @@ impl Host {
 pub struct Answer {
     pub bytes: Vec<u8>,
     pub error_code: Option<i32>,
+    /// For a governed call the gateway traced: `traceresponse` (W3C Trace Context level 2), the
+    /// trace and the gateway's span, so a host can name this call as the cause of its next one.
+    pub trace: Option<String>,
 }
 
 /// A request on its way to one upstream.
@@ -608,8 +611,11 @@ impl Gateway {
                 outcome_word = if crate::audit::executed(summary.outcome) { "withheld" } else { "refused" };
                 let denied = GatewayError::Denied(Denied::new("audit", "audit_unavailable", e.to_string()));
                 let rpc = denied.to_rpc(host.modern());
-                answer = Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0) };
+                answer = Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0), trace: None };
             }
+        }
+        if self.audit.is_some() || self.telemetry.is_some() {
+            answer.trace = Some(trail.trace.child_header(&trail.span));
         }
         // Metrics and spans say what the host finally got.
         self.metrics.call(&CallFacts {
@@ -653,12 +659,12 @@ impl Gateway {
         match outcome {
             Ok(Reply::Result(r)) => {
                 let r = if host.modern() { complete_result(r, method) } else { r };
-                Answer { bytes: result_bytes(Some(id), &r), error_code: None }
+                Answer { bytes: result_bytes(Some(id), &r), error_code: None, trace: None }
             }
             Ok(Reply::UpstreamError(e)) => {
                 let e = translate_error(e, host.modern(), method);
                 let code = RawObject::parse(&e).and_then(|o| o.get("code").and_then(|c| c.get().parse().ok()));
-                Answer { bytes: error_raw_bytes(Some(id), &e), error_code: code }
+                Answer { bytes: error_raw_bytes(Some(id), &e), error_code: code, trace: None }
             }
             Err(GatewayError::Denied(d))
                 if d.stage == "validate"
@@ -669,12 +675,12 @@ impl Gateway {
                 if host.modern() {
                     result = complete_result(result, method);
                 }
-                Answer { bytes: result_bytes(Some(id), &result), error_code: None }
+                Answer { bytes: result_bytes(Some(id), &result), error_code: None, trace: None }
             }
             Err(e) => {
                 tracing::debug!(method, reason = e.reason(), error = %e, "request failed");
                 let rpc = e.to_rpc(host.modern());
-                Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0) }
+                Answer { bytes: error_bytes(Some(id), &rpc), error_code: Some(rpc.code.0), trace: None }
             }
         }
     }

@@ -272,6 +272,9 @@ async fn passes_the_trace_on_to_the_upstream_naming_the_gateways_span() {
         (&json!("0af7651916cd43dd8448eb211c80319c"), &json!("b7ad6b7169203331"))
     );
     let span = calls[0]["request"].as_str().unwrap_or_default().to_owned();
+    // The host learns the gateway's span for the call, to name it as the cause of its next call.
+    let traceresponse = r.headers.get("traceresponse").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(traceresponse, format!("00-0af7651916cd43dd8448eb211c80319c-{span}-01"));
     let seen = std::fs::read_to_string(&log).unwrap_or_default();
     let call = seen
         .lines()

@@ -407,7 +407,7 @@ fn legacy_host(session: &Arc<Session>, credential: Option<Arc<Secret>>, trace: O
 
 enum Out {
     Related(Bytes),
-    Final(Vec<u8>),
+    Final(Vec<u8>, Option<String>),
 }
 
 async fn legacy(
@@ -459,13 +459,13 @@ async fn legacy(
             let _ = out_tx.send(Out::Related(b)).await;
         }
         if let Some(answer) = final_bytes {
-            let _ = out_tx.send(Out::Final(answer.bytes)).await;
+            let _ = out_tx.send(Out::Final(answer.bytes, answer.trace)).await;
         }
         call_session.end_call(&id);
     });
     match out_rx.recv().await {
         None => empty(StatusCode::ACCEPTED),
-        Some(Out::Final(bytes)) => json(StatusCode::OK, bytes),
+        Some(Out::Final(bytes, trace)) => with_trace(json(StatusCode::OK, bytes), trace),
         Some(Out::Related(first)) => {
             let (stream_id, log) = session.open_stream();
             log.push(first);
@@ -476,7 +476,7 @@ async fn legacy(
                         Out::Related(b) => {
                             pump_log.push(b);
                         }
-                        Out::Final(b) => {
+                        Out::Final(b, _) => {
                             pump_log.push(Bytes::from(b));
                         }
                     }
@@ -664,7 +664,7 @@ async fn modern(
     let first = tokio::select! {
         biased;
         Some(b) = rel_rx.recv() => b,
-        r = &mut call => return json(modern_status(r.error_code), r.bytes),
+        r = &mut call => return with_trace(json(modern_status(r.error_code), r.bytes), r.trace),
     };
     // Something comes before the response: stream it. Closing the stream cancels the call.
     let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -801,6 +801,14 @@ fn delete(st: &HttpState, route: &Arc<Route>, headers: &HeaderMap, principal: &P
         }
         Some(_) => plain(StatusCode::NOT_FOUND, "session not found"),
     }
+}
+
+/// Adds the `traceresponse` header naming the gateway's span for the call.
+fn with_trace(mut resp: Response, trace: Option<String>) -> Response {
+    if let Some(v) = trace.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert("traceresponse", v);
+    }
+    resp
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
