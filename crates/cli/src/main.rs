@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portcullis_gateway::admin::{self, Admin};
+use portcullis_gateway::config::ConfigError;
 use portcullis_gateway::downstream;
 use portcullis_gateway::identity::Authenticator;
 use portcullis_gateway::{Config, Gateway};
@@ -88,14 +89,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A serving gateway's configuration is read before the runtime starts: it sizes the runtime.
+    let config = match &cli.command {
+        Command::Serve { config, .. } | Command::Stdio { config, .. } => Some(Config::load(config)),
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.as_ref().and_then(|c| c.as_ref().ok()).and_then(|c| c.gateway.worker_threads) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e:#}");
@@ -112,7 +122,9 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `config`: the serving commands' configuration, already read by `main`.
+async fn run(cli: Cli, config: Option<Result<Config, ConfigError>>) -> anyhow::Result<()> {
+    let loaded = || config.context("the configuration was not read")?.map_err(anyhow::Error::from);
     match cli.command {
         Command::Check { config } => {
             let c = Config::load(&config)?;
@@ -126,9 +138,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { config, listen } => {
+        Command::Serve { config: _, listen } => {
             init_logs();
-            let mut c = Config::load(&config)?;
+            let mut c = loaded()?;
             if let Some(addr) = listen
                 && let Some(l) = c.listen.as_mut()
             {
@@ -169,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             let gateway = Gateway::start(c).await?;
+            tracing::info!(workers = tokio::runtime::Handle::current().metrics().num_workers(), "runtime started");
             let listener = tokio::net::TcpListener::bind(settings.address)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.address))?;
@@ -217,9 +230,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             served?;
             Ok(())
         }
-        Command::Stdio { config, route } => {
+        Command::Stdio { config: _, route } => {
             init_logs();
-            let c = Config::load(&config)?;
+            let c = loaded()?;
             if c.audit.as_ref().is_some_and(|a| a.export == Some(portcullis_gateway::audit::Export::Stdout)) {
                 anyhow::bail!(
                     "[audit] export = \"stdout\" cannot be used with `portcullis stdio`: stdout carries the protocol"

@@ -304,6 +304,8 @@ pub struct RawGateway {
     /// The largest message accepted from an upstream, in bytes.
     #[serde(default = "default_message")]
     pub max_message_bytes: usize,
+    /// Runtime worker threads; absent: one per core (or `TOKIO_WORKER_THREADS`).
+    pub worker_threads: Option<Spanned<usize>>,
 }
 
 impl Default for RawGateway {
@@ -314,6 +316,7 @@ impl Default for RawGateway {
             probe_timeout: default_probe(),
             max_body_bytes: default_body(),
             max_message_bytes: default_message(),
+            worker_threads: None,
         }
     }
 }
@@ -655,6 +658,8 @@ pub struct GatewaySettings {
     pub probe_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
+    /// The runtime's worker threads (`None`: tokio's default, one per core).
+    pub worker_threads: Option<usize>,
 }
 
 /// The HTTP listener.
@@ -807,6 +812,13 @@ impl Validator<'_> {
             probe_timeout: raw.gateway.probe_timeout,
             max_body_bytes: raw.gateway.max_body_bytes,
             max_message_bytes: raw.gateway.max_message_bytes,
+            worker_threads: raw.gateway.worker_threads.and_then(|w| match *w.get_ref() {
+                1..=1024 => Some(*w.get_ref()),
+                _ => {
+                    self.problem(&w, "gateway.worker_threads", "expected 1 to 1024 threads");
+                    None
+                }
+            }),
         };
         let listen = raw.listen.map(|l| {
             let address = match l.address.get_ref().parse::<SocketAddr>() {
@@ -1635,6 +1647,18 @@ upstreams = ["a", "b"]
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, Some(3));
         assert!(p[0].message.contains("unknown field `bogus`"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn worker_threads_are_optional_and_bounded() {
+        let route = "[[upstream]]\nname=\"a\"\ntransport=\"stdio\"\ncommand=\"x\"\n[[route]]\npath=\"/mcp\"\nupstreams=[\"a\"]\n";
+        let c = Config::parse(route, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.gateway.worker_threads, None);
+        let c = Config::parse(&format!("[gateway]\nworker_threads = 1\n{route}"), Path::new("t.toml")).expect("valid");
+        assert_eq!(c.gateway.worker_threads, Some(1));
+        let p = problems(&format!("[gateway]\nworker_threads = 0\n{route}"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].key.as_str(), p[0].line), ("gateway.worker_threads", Some(2)));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Streamable HTTP upstreams, both eras: one pooled client per upstream, the
 //! legacy session id kept here, SSE responses read incrementally.
 
-use std::sync::Mutex;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use portcullis_wire::envelope::{notification_bytes, request_bytes};
 use portcullis_wire::{Era, Message, MessageKind, ProtocolVersion, RequestId, header};
 use tokio::sync::broadcast;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::UpstreamError;
 use crate::link::{CallOptions, LinkEvent, ParamsFn};
 use crate::pending::Related;
+use crate::pool::{Pool, PooledBody};
 use crate::sse;
 
 /// A header value from text the gateway forwards (already encoded for headers).
@@ -37,8 +39,10 @@ pub struct HttpConfig {
 /// A Streamable HTTP upstream.
 pub struct HttpLink {
     cfg: HttpConfig,
-    client: reqwest::Client,
-    /// The headers every POST carries (content type, accept, configured ones), built once.
+    client: Client,
+    /// The headers every request carries (`Host` for the pool, configured ones), built once.
+    base_headers: HeaderMap,
+    /// The headers every POST carries (the base ones, content type, accept), built once.
     post_headers: HeaderMap,
     session: Mutex<Option<String>>,
     /// The session the GET listener runs for, so a new session starts a new one.
@@ -51,23 +55,34 @@ pub struct HttpLink {
 impl HttpLink {
     /// A link with its own connection pool.
     pub fn new(cfg: HttpConfig) -> Result<Self, UpstreamError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| UpstreamError::Unavailable(format!("http client: {e}")))?;
+        let mut base_headers = HeaderMap::with_capacity(2 + cfg.headers.len());
+        let client = match Client::pooled(&cfg.url, cfg.connect_timeout) {
+            Some((client, host)) => {
+                base_headers.insert(http::header::HOST, host);
+                client
+            }
+            None => Client::General {
+                client: reqwest::Client::builder()
+                    .connect_timeout(cfg.connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .tcp_nodelay(true)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| UpstreamError::Unavailable(format!("http client: {e}")))?,
+                url: cfg.url.clone(),
+            },
+        };
         let (events, _) = broadcast::channel(256);
-        let mut post_headers = HeaderMap::with_capacity(4 + cfg.headers.len());
+        for (k, v) in &cfg.headers {
+            base_headers.append(k.clone(), v.clone());
+        }
+        let mut post_headers = base_headers.clone();
         post_headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         post_headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-        for (k, v) in &cfg.headers {
-            post_headers.append(k.clone(), v.clone());
-        }
         Ok(Self {
             cfg,
             client,
+            base_headers,
             post_headers,
             session: Mutex::new(None),
             listener_stop: Mutex::new(None),
@@ -99,13 +114,11 @@ impl HttpLink {
         }
     }
 
-    /// A POST with the link's constant headers (built once), the era's version header and,
+    /// A POST's headers: the link's constant ones (built once), the era's version header and,
     /// for a legacy session, its id.
-    fn request(&self, version: Option<ProtocolVersion>, body: Vec<u8>) -> reqwest::Request {
-        let mut req = reqwest::Request::new(reqwest::Method::POST, self.cfg.url.clone());
-        *req.headers_mut() = self.post_headers.clone();
+    fn post_headers(&self, version: Option<ProtocolVersion>) -> HeaderMap {
+        let mut headers = self.post_headers.clone();
         if let Some(v) = version {
-            let headers = req.headers_mut();
             headers.insert(HeaderName::from_static(header::PROTOCOL_VERSION), HeaderValue::from_static(v.as_str()));
             if v.era() == Era::Legacy
                 && let Some(s) = self.session()
@@ -114,8 +127,23 @@ impl HttpLink {
                 headers.insert(HeaderName::from_static(header::SESSION_ID), s);
             }
         }
-        *req.body_mut() = Some(body.into());
-        req
+        headers
+    }
+
+    /// A GET for an event stream, with the link's constant headers and the given ones.
+    fn get_headers(&self, version: Option<ProtocolVersion>, last_event_id: Option<&str>) -> HeaderMap {
+        let mut headers = self.base_headers.clone();
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(v) = version {
+            headers.insert(HeaderName::from_static(header::PROTOCOL_VERSION), HeaderValue::from_static(v.as_str()));
+        }
+        if let Some(s) = self.session().and_then(|s| HeaderValue::from_str(&s).ok()) {
+            headers.insert(HeaderName::from_static(header::SESSION_ID), s);
+        }
+        if let Some(last) = last_event_id.and_then(|l| HeaderValue::from_str(l).ok()) {
+            headers.insert(HeaderName::from_static(header::LAST_EVENT_ID), last);
+        }
+        headers
     }
 
     /// Sends a request and waits for its response.
@@ -127,12 +155,11 @@ impl HttpLink {
     ) -> Result<Message, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = request_bytes(&RequestId::number(id), opts.method, params(id).as_deref());
-        let mut req = self.request(opts.version.filter(|_| opts.method != "initialize"), body);
+        let mut headers = self.post_headers(opts.version.filter(|_| opts.method != "initialize"));
         if let Some(authorization) = opts.authorization {
-            req.headers_mut().insert(http::header::AUTHORIZATION, authorization.clone());
+            headers.insert(http::header::AUTHORIZATION, authorization.clone());
         }
         if opts.version.is_some_and(|v| v.era() == Era::Modern) {
-            let headers = req.headers_mut();
             headers.insert(HeaderName::from_static(header::METHOD), header_value(opts.method)?);
             if let Some(name) = opts.name {
                 headers.insert(HeaderName::from_static(header::NAME), header_value(&header::encode_value(name))?);
@@ -146,7 +173,8 @@ impl HttpLink {
         let had_session = self.session().is_some();
         let legacy = opts.version.is_none_or(|v| v.era() == Era::Legacy);
         let mut guard = CancelOnDrop { link: self, id, version: opts.version, armed: legacy };
-        let result = tokio::time::timeout(opts.timeout, self.exchange(req, id, opts, related, had_session)).await;
+        let result =
+            tokio::time::timeout(opts.timeout, self.exchange(headers, body, id, opts, related, had_session)).await;
         guard.armed &= result.is_err();
         match result {
             Ok(outcome) => outcome,
@@ -156,17 +184,18 @@ impl HttpLink {
 
     async fn exchange(
         &self,
-        req: reqwest::Request,
+        headers: HeaderMap,
+        body: Vec<u8>,
         id: u64,
         opts: CallOptions<'_>,
         related: Option<Related>,
         had_session: bool,
     ) -> Result<Message, UpstreamError> {
-        let resp = self.client.execute(req).await.map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
-        let status = resp.status();
+        let resp = self.client.send(Method::POST, headers, Bytes::from(body)).await?;
+        let status = resp.status;
         if opts.method == "initialize"
             && status.is_success()
-            && let Some(s) = resp.headers().get(header::SESSION_ID).and_then(|v| v.to_str().ok())
+            && let Some(s) = resp.headers.get(header::SESSION_ID).and_then(|v| v.to_str().ok())
         {
             *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s.to_owned());
         }
@@ -175,11 +204,11 @@ impl HttpLink {
             self.reset_session();
             return Err(UpstreamError::SessionLost("upstream answered 404 for the session".to_owned()));
         }
-        let is_sse = content_type_is(resp.headers(), "text/event-stream");
+        let is_sse = content_type_is(&resp.headers, "text/event-stream");
         if status.is_success() && is_sse {
             return self.read_sse(resp, id, opts, related).await;
         }
-        let body = read_limited(resp, self.cfg.max_message_bytes).await?;
+        let body = read_limited(resp.body, self.cfg.max_message_bytes).await?;
         if status == StatusCode::BAD_REQUEST && had_session && mentions_session(&body) {
             // Some servers (the TypeScript SDK's) answer an unknown session with 400, not 404.
             self.reset_session();
@@ -211,19 +240,19 @@ impl HttpLink {
 
     async fn read_sse(
         &self,
-        resp: reqwest::Response,
+        resp: Reply,
         id: u64,
         opts: CallOptions<'_>,
         related: Option<Related>,
     ) -> Result<Message, UpstreamError> {
         let mut parser = sse::Parser::new(self.cfg.max_message_bytes);
-        let mut stream = resp.bytes_stream();
+        let mut stream = resp.body;
         let mut last_event_id: Option<String> = None;
         let mut retry = Duration::from_millis(500);
         let legacy = opts.version.is_none_or(|v| v.era() == Era::Legacy);
         let mut resumes = 0u32;
         loop {
-            match stream.next().await {
+            match stream.chunk().await {
                 Some(Ok(chunk)) => {
                     for event in parser.push(&chunk).map_err(UpstreamError::Protocol)? {
                         if event.id.is_some() {
@@ -238,7 +267,7 @@ impl HttpLink {
                     }
                 }
                 Some(Err(e)) if !legacy || last_event_id.is_none() => {
-                    return Err(UpstreamError::Unavailable(format!("response stream broke: {}", transport_error(&e))));
+                    return Err(UpstreamError::Unavailable(format!("response stream broke: {e}")));
                 }
                 None if !legacy || last_event_id.is_none() => {
                     return Err(UpstreamError::Protocol("response stream ended without a response".to_owned()));
@@ -251,29 +280,16 @@ impl HttpLink {
                         return Err(UpstreamError::Protocol("response stream resumed too often".to_owned()));
                     }
                     tokio::time::sleep(retry).await;
-                    let mut get =
-                        self.client.get(self.cfg.url.clone()).header(http::header::ACCEPT, "text/event-stream");
-                    for (k, v) in &self.cfg.headers {
-                        get = get.header(k, v);
-                    }
-                    if let Some(v) = opts.version {
-                        get = get.header(header::PROTOCOL_VERSION, v.as_str());
-                    }
-                    if let Some(s) = self.session() {
-                        get = get.header(header::SESSION_ID, s);
-                    }
-                    if let Some(last) = &last_event_id {
-                        get = get.header(header::LAST_EVENT_ID, last);
-                    }
-                    let resp = get.send().await.map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
-                    if !resp.status().is_success() {
+                    let headers = self.get_headers(opts.version, last_event_id.as_deref());
+                    let resp = self.client.send(Method::GET, headers, Bytes::new()).await?;
+                    if !resp.status.is_success() {
                         return Err(UpstreamError::Status {
-                            status: resp.status().as_u16(),
+                            status: resp.status.as_u16(),
                             body: "cannot resume the response stream".to_owned(),
                         });
                     }
                     parser = sse::Parser::new(self.cfg.max_message_bytes);
-                    stream = resp.bytes_stream();
+                    stream = resp.body;
                 }
             }
         }
@@ -312,12 +328,10 @@ impl HttpLink {
     /// Posts a notification or a response.
     pub async fn send(&self, message: Vec<u8>, version: Option<ProtocolVersion>) -> Result<(), UpstreamError> {
         let had_session = self.session().is_some();
-        let resp = self
-            .client
-            .execute(self.request(version, message))
-            .await
-            .map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
-        match resp.status() {
+        let mut resp = self.client.send(Method::POST, self.post_headers(version), Bytes::from(message)).await?;
+        // Read the (usually empty) body to its end so the connection can be reused.
+        while let Some(Ok(_)) = resp.body.chunk().await {}
+        match resp.status {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND if had_session => {
                 self.reset_session();
@@ -348,33 +362,22 @@ impl HttpLink {
         let mut last_event_id: Option<String> = None;
         let mut delay = Duration::from_millis(500);
         loop {
-            let mut get = self
-                .client
-                .get(self.cfg.url.clone())
-                .header(http::header::ACCEPT, "text/event-stream")
-                .header(header::PROTOCOL_VERSION, version.as_str());
-            for (k, v) in &self.cfg.headers {
-                get = get.header(k, v);
+            if self.session().is_none() {
+                return;
             }
-            match self.session() {
-                Some(s) => get = get.header(header::SESSION_ID, s),
-                None => return,
-            }
-            if let Some(last) = &last_event_id {
-                get = get.header(header::LAST_EVENT_ID, last);
-            }
+            let headers = self.get_headers(Some(version), last_event_id.as_deref());
             let started = Instant::now();
-            match get.send().await {
-                Ok(resp) if resp.status() == StatusCode::METHOD_NOT_ALLOWED => return,
-                Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+            match self.client.send(Method::GET, headers, Bytes::new()).await {
+                Ok(resp) if resp.status == StatusCode::METHOD_NOT_ALLOWED => return,
+                Ok(resp) if resp.status == StatusCode::NOT_FOUND => {
                     self.reset_session();
                     let _ = self.events.send(LinkEvent::Reset);
                     return;
                 }
-                Ok(resp) if resp.status().is_success() => {
+                Ok(resp) if resp.status.is_success() => {
                     let mut parser = sse::Parser::new(self.cfg.max_message_bytes);
-                    let mut stream = resp.bytes_stream();
-                    while let Some(Ok(chunk)) = stream.next().await {
+                    let mut stream = resp.body;
+                    while let Some(Ok(chunk)) = stream.chunk().await {
                         let Ok(events) = parser.push(&chunk) else {
                             break;
                         };
@@ -400,11 +403,11 @@ impl HttpLink {
                     }
                 }
                 Ok(resp) => {
-                    tracing::debug!(server = %self.cfg.name, status = %resp.status(), "listening stream refused");
+                    tracing::debug!(server = %self.cfg.name, status = %resp.status, "listening stream refused");
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(server = %self.cfg.name, error = %transport_error(&e), "listening stream failed")
+                    tracing::debug!(server = %self.cfg.name, error = %e, "listening stream failed")
                 }
             }
             if started.elapsed() > Duration::from_secs(10) {
@@ -418,12 +421,12 @@ impl HttpLink {
     /// Ends the legacy session (DELETE) and stops background streams.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(s) = self.session() {
-            let mut del = self.client.delete(self.cfg.url.clone()).header(header::SESSION_ID, s);
-            for (k, v) in &self.cfg.headers {
-                del = del.header(k, v);
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(2), del.send()).await;
+        if let Some(s) = self.session().and_then(|s| HeaderValue::from_str(&s).ok()) {
+            let mut headers = self.base_headers.clone();
+            headers.insert(HeaderName::from_static(header::SESSION_ID), s);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.client.send(Method::DELETE, headers, Bytes::new()))
+                    .await;
         }
     }
 }
@@ -446,11 +449,17 @@ impl Drop for CancelOnDrop<'_> {
         let Ok(raw) = serde_json::value::RawValue::from_string(params) else {
             return;
         };
-        let req = self.link.request(self.version, notification_bytes("notifications/cancelled", Some(&raw)));
+        let headers = self.link.post_headers(self.version);
+        let body = Bytes::from(notification_bytes("notifications/cancelled", Some(&raw)));
         let client = self.link.client.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), client.execute(req)).await;
+                let send = async {
+                    if let Ok(mut resp) = client.send(Method::POST, headers, body).await {
+                        while let Some(Ok(_)) = resp.body.chunk().await {}
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
             });
         }
     }
@@ -469,17 +478,113 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
         .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(expected)))
 }
 
-async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
+async fn read_limited(mut body: ReplyBody, limit: usize) -> Result<Bytes, UpstreamError> {
+    // Most bodies arrive in one chunk: keep it as is and copy only when a second one follows.
+    let mut first: Option<Bytes> = None;
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
-        if out.len() + chunk.len() > limit {
+    let mut len = 0;
+    while let Some(chunk) = body.chunk().await {
+        let chunk = chunk.map_err(UpstreamError::Unavailable)?;
+        len += chunk.len();
+        if len > limit {
             return Err(UpstreamError::Protocol(format!("response exceeds {limit} bytes")));
         }
-        out.extend_from_slice(&chunk);
+        match first.take() {
+            None if out.is_empty() => first = Some(chunk),
+            None => out.extend_from_slice(&chunk),
+            Some(f) => {
+                out.reserve(f.len() + chunk.len());
+                out.extend_from_slice(&f);
+                out.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(Bytes::from(out))
+    Ok(first.unwrap_or_else(|| Bytes::from(out)))
+}
+
+/// How requests reach the upstream: a cleartext HTTP/1.1 pool of our own for a plain `http://`
+/// origin (the hot path), or the general-purpose client for TLS, proxies and URL credentials.
+#[derive(Clone)]
+enum Client {
+    Pooled { pool: Arc<Pool>, uri: Uri },
+    General { client: reqwest::Client, url: reqwest::Url },
+}
+
+impl Client {
+    /// The pooled client and the `Host` header for `url`, when it is a plain `http://` URL
+    /// without credentials and no proxy is configured in the environment (the general client
+    /// honours `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`).
+    fn pooled(url: &reqwest::Url, connect_timeout: Duration) -> Option<(Client, HeaderValue)> {
+        let proxied = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        if url.scheme() != "http" || proxied || !url.username().is_empty() || url.password().is_some() {
+            return None;
+        }
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
+        let host_header = match url.port() {
+            Some(p) => HeaderValue::from_str(&format!("{host}:{p}")).ok()?,
+            None => HeaderValue::from_str(host).ok()?,
+        };
+        let uri = Uri::try_from(&url[url::Position::BeforePath..url::Position::AfterQuery]).ok()?;
+        let pool = Pool::new(format!("{host}:{port}"), connect_timeout);
+        Some((Client::Pooled { pool, uri }, host_header))
+    }
+
+    async fn send(&self, method: Method, headers: HeaderMap, body: Bytes) -> Result<Reply, UpstreamError> {
+        match self {
+            Client::Pooled { pool, uri } => {
+                let (resp, lease) = pool
+                    .send(crate::pool::request(method, uri, headers, body))
+                    .await
+                    .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+                let (parts, body) = resp.into_parts();
+                Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: ReplyBody::Pooled(PooledBody::new(body, lease)),
+                })
+            }
+            Client::General { client, url } => {
+                let mut req = reqwest::Request::new(method, url.clone());
+                *req.headers_mut() = headers;
+                if !body.is_empty() {
+                    *req.body_mut() = Some(body.into());
+                }
+                let resp = client.execute(req).await.map_err(|e| UpstreamError::Unavailable(transport_error(&e)))?;
+                Ok(Reply {
+                    status: resp.status(),
+                    headers: resp.headers().clone(),
+                    body: ReplyBody::General(Box::pin(resp.bytes_stream())),
+                })
+            }
+        }
+    }
+}
+
+/// An upstream's answer: status, headers, and the body to read.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: ReplyBody,
+}
+
+type GeneralBody = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+enum ReplyBody {
+    Pooled(PooledBody),
+    General(GeneralBody),
+}
+
+impl ReplyBody {
+    /// The next chunk, `None` at the end; errors are said without URLs or credentials.
+    async fn chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            ReplyBody::Pooled(b) => b.chunk().await.map(|r| r.map_err(|_| "broken response body".to_owned())),
+            ReplyBody::General(s) => s.next().await.map(|r| r.map_err(|e| transport_error(&e))),
+        }
+    }
 }
 
 /// A transport error without URLs or credentials in it.

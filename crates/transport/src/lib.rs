@@ -13,6 +13,7 @@ pub mod http;
 pub mod legacy_sse;
 pub mod link;
 pub mod pending;
+mod pool;
 mod shaping;
 pub mod sse;
 pub mod stdio;

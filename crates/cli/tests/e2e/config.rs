@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{portcullis, workspace};
+use crate::harness::{DEMO_UPSTREAM, Gateway, portcullis, workspace};
 
 #[test]
 fn every_example_config_passes_check() {
@@ -44,4 +44,15 @@ fn check_rejects_unknown_keys() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("typo.toml:2:") && err.contains("unknown field `request_timeot`"), "{err}");
+}
+
+#[test]
+fn worker_threads_size_the_runtime() {
+    for (setting, expected) in [("worker_threads = 3\n", "workers=3"), ("worker_threads = 1\n", "workers=1")] {
+        let gw = Gateway::start(&format!(
+            "[gateway]\n{setting}{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"demo\"]\n"
+        ));
+        let log = gw.log();
+        assert!(log.contains(expected), "{expected} not in:\n{log}");
+    }
 }
