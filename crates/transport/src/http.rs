@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use portcullis_wire::envelope::{notification_bytes, request_bytes};
 use portcullis_wire::{Era, Message, MessageKind, ProtocolVersion, RequestId, header};
@@ -262,6 +262,7 @@ impl HttpLink {
                             retry = Duration::from_millis(ms);
                         }
                         if let Some(done) = self.on_event(&event, id, related.as_ref())? {
+                            stream.finish();
                             return Ok(done);
                         }
                     }
@@ -578,6 +579,28 @@ enum ReplyBody {
 }
 
 impl ReplyBody {
+    /// Reads what is left of a body whose message has arrived (an SSE stream's end follows its
+    /// response), so its pooled connection is reused rather than closed: at once when the end is
+    /// already buffered, else on a task for at most 2 s.
+    fn finish(self) {
+        let ReplyBody::Pooled(mut body) = self else {
+            return;
+        };
+        loop {
+            match body.chunk().now_or_never() {
+                Some(Some(Ok(_))) => continue,
+                Some(_) => return,
+                None => break,
+            }
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let drain = async { while let Some(Ok(_)) = body.chunk().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+            });
+        }
+    }
+
     /// The next chunk, `None` at the end; errors are said without URLs or credentials.
     async fn chunk(&mut self) -> Option<Result<Bytes, String>> {
         match self {
@@ -599,4 +622,125 @@ fn transport_error(e: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers every POST with the JSON-RPC response to its id (1, 2, …), as one
+    /// JSON body or as a chunked SSE stream (a progress event, then the response), and counts
+    /// the connections it accepted.
+    async fn server(sse: bool) -> (reqwest::Url, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = reqwest::Url::parse(&format!("http://{}/mcp", listener.local_addr().expect("addr"))).expect("url");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            loop {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().expect("length"));
+                    if seen.len() < end + 4 + len {
+                        continue;
+                    }
+                    seen.drain(..end + 4 + len);
+                    next += 1;
+                    let response = format!(r#"{{"jsonrpc":"2.0","id":{next},"result":{{}}}}"#);
+                    let reply = if sse {
+                        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+                        let chunk = |text: &str| format!("{:x}\r\n{text}\r\n", text.len());
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{}{}0\r\n\r\n",
+                            chunk(&format!("data: {progress}\n\n")),
+                            chunk(&format!("data: {response}\n\n"))
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{response}",
+                            response.len()
+                        )
+                    };
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (url, accepted)
+    }
+
+    fn link(url: reqwest::Url) -> HttpLink {
+        HttpLink::new(HttpConfig {
+            name: "t".to_owned(),
+            url,
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(2),
+            max_message_bytes: 1 << 20,
+        })
+        .expect("link")
+    }
+
+    async fn call(link: &HttpLink) -> Message {
+        let opts = CallOptions {
+            method: "tools/call",
+            timeout: Duration::from_secs(5),
+            version: Some(ProtocolVersion::LATEST),
+            name: Some("echo"),
+            param_headers: &[],
+            authorization: None,
+        };
+        link.call(opts, &|_| None, None).await.expect("call")
+    }
+
+    #[tokio::test]
+    async fn calls_over_plain_http_reuse_one_pooled_connection() {
+        for sse in [false, true] {
+            let (url, accepted) = server(sse).await;
+            let link = link(url);
+            assert!(matches!(link.client, Client::Pooled { .. }));
+            for _ in 0..4 {
+                let m = call(&link).await;
+                assert!(matches!(m.kind, MessageKind::Response { .. }), "{m:?}");
+                // An SSE stream's end follows its response; give its drain a moment.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "sse: {sse}");
+        }
+    }
+
+    #[test]
+    fn tls_and_credentials_use_the_general_client() {
+        for url in ["https://example.test/mcp", "http://user:secret@example.test/mcp"] {
+            let link = link(reqwest::Url::parse(url).expect("url"));
+            assert!(matches!(link.client, Client::General { .. }), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_pooled_client_sends_origin_form_and_host() {
+        let link = link(reqwest::Url::parse("http://127.0.0.1:9/a/mcp?x=1").expect("url"));
+        let Client::Pooled { uri, .. } = &link.client else { panic!("not pooled") };
+        assert_eq!(uri.to_string(), "/a/mcp?x=1");
+        assert_eq!(link.base_headers.get(http::header::HOST).expect("host"), "127.0.0.1:9");
+    }
 }
