@@ -118,12 +118,10 @@ impl Auditor {
         settings: AuditSettings,
         telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     ) -> Result<Arc<Auditor>, String> {
-        let store = if settings.synced {
-            Store::connect_synced(&settings.store).await
-        } else {
-            Store::connect(&settings.store).await
-        }
-        .map_err(|e| format!("audit store: {e}"))?;
+        // Only the writer task uses this store, one statement at a time: one connection.
+        let store = Store::connect_dedicated(&settings.store, settings.synced)
+            .await
+            .map_err(|e| format!("audit store: {e}"))?;
         let key = match &settings.signing_key {
             Some(reference) => {
                 let secret = reference.resolve().await.map_err(|e| format!("audit.signing_key: {e}"))?;

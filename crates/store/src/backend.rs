@@ -33,11 +33,12 @@ pub(crate) enum Backend {
 
 impl Backend {
     /// Opens the database a URL names and brings its schema up to date.
-    pub(crate) async fn connect(url: &str, synced: bool) -> Result<Self, StoreError> {
+    /// `dedicated`: one connection, kept open, for a single task that uses the store in turn.
+    pub(crate) async fn connect(url: &str, synced: bool, dedicated: bool) -> Result<Self, StoreError> {
         let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite(open_sqlite(url, synced).await?)
+            Backend::Sqlite(open_sqlite(url, synced, dedicated).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(open_postgres(url).await?)
+            Backend::Postgres(open_postgres(url, dedicated).await?)
         } else {
             return Err(StoreError::Invalid(
                 "unsupported store url: expected sqlite://path.db, sqlite::memory: or postgres://…".into(),
@@ -86,7 +87,7 @@ fn is_sqlite_memory(url: &str) -> bool {
     database == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
 }
 
-async fn open_sqlite(url: &str, synced: bool) -> Result<SqlitePool, StoreError> {
+async fn open_sqlite(url: &str, synced: bool, dedicated: bool) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
     if is_sqlite_memory(url) {
         // Every connection to `:memory:` would be a database of its own (sqlx names it for a shared
@@ -109,19 +110,29 @@ async fn open_sqlite(url: &str, synced: bool) -> Result<SqlitePool, StoreError> 
     } else {
         SqliteSynchronous::Normal
     });
-    let pool =
-        SqlitePoolOptions::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
-    Ok(pool)
+    // A dedicated connection keeps its page cache between transactions: in a pool, the next
+    // transaction usually lands on another connection, which finds the file changed by the last
+    // one and must drop its cache and read the pages again.
+    let pool = if dedicated {
+        SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(4)
+    };
+    Ok(pool.acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?)
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))
 }
 
-async fn open_postgres(url: &str) -> Result<PgPool, StoreError> {
+async fn open_postgres(url: &str, dedicated: bool) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)?.application_name("portcullis");
-    let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
-    Ok(pool)
+    let pool = if dedicated {
+        PgPoolOptions::new().max_connections(1).min_connections(1)
+    } else {
+        PgPoolOptions::new().max_connections(8)
+    };
+    Ok(pool.acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?)
 }
 
 /// Evaluates `$body` with `$pool` bound to the engine's pool (the body is compiled once per engine).

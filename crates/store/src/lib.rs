@@ -40,13 +40,20 @@ impl Store {
     /// absolute path; the file and its folder are created if missing), `sqlite::memory:` (for tests),
     /// or `postgres://user@host:port/database`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, false).await? })
+        Ok(Store { backend: Backend::connect(url, false, false).await? })
+    }
+
+    /// As [`Store::connect`] (or [`Store::connect_synced`] with `synced`), on one connection kept
+    /// open, for one task that uses the store in turn, such as the audit writer: its SQLite
+    /// page cache stays warm from one transaction to the next.
+    pub async fn connect_dedicated(url: &str, synced: bool) -> Result<Store, StoreError> {
+        Ok(Store { backend: Backend::connect(url, synced, true).await? })
     }
 
     /// As [`Store::connect`], but a SQLite commit also survives a power cut (`synchronous=FULL`:
     /// an fsync per commit); PostgreSQL commits are durable either way.
     pub async fn connect_synced(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, true).await? })
+        Ok(Store { backend: Backend::connect(url, true, false).await? })
     }
 
     /// The engine in use: `"sqlite"` or `"postgres"`.
