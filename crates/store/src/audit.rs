@@ -41,6 +41,101 @@ pub struct AuditQuery {
     pub newest_first: bool,
 }
 
+/// SQLite's optimistic append in one round trip: when every stream of a batch is chained after
+/// the caller's own last record, the whole transaction is one statement list (`BEGIN IMMEDIATE`,
+/// per stream a head check, the head's update and the rows, `COMMIT`) sent to SQLite's thread
+/// once, instead of a round trip per statement. The head check inserts a row with a NULL `seq`
+/// when the stream's head is missing or not the caller's, which fails on the column's NOT NULL:
+/// the list stops there, is rolled back, and the caller hears [`StoreError::Conflict`].
+struct Plan<'a> {
+    streams: Vec<(&'a str, (i64, String), std::ops::Range<usize>)>,
+    records: Vec<Record>,
+}
+
+/// SQLite binds at most 32766 values per statement; a plan stays well below in total.
+const PLAN_MAX_BINDS: usize = 30_000;
+
+impl<'a> Plan<'a> {
+    fn new(batch: &'a [(String, Vec<Entry>)], after: &HashMap<String, (i64, String)>) -> Option<Self> {
+        let batch: Vec<_> = batch.iter().filter(|(_, e)| !e.is_empty()).collect();
+        let rows: usize = batch.iter().map(|(_, e)| e.len()).sum();
+        if batch.is_empty() || rows * 15 + batch.len() * 6 > PLAN_MAX_BINDS {
+            return None;
+        }
+        let mut streams = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(rows);
+        for (stream, entries) in batch {
+            let from = after.get(stream)?.clone();
+            let (mut seq, mut hash) = from.clone();
+            let first = records.len();
+            for entry in entries {
+                let record = Record::chain(stream, seq, &hash, entry.clone());
+                seq = record.seq;
+                hash.clone_from(&record.hash);
+                records.push(record);
+            }
+            streams.push((stream.as_str(), from, first..records.len()));
+        }
+        Some(Self { streams, records })
+    }
+
+    async fn run(self, pool: &sqlx::SqlitePool) -> Result<Vec<Record>, StoreError> {
+        let mut conn = pool.acquire().await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE;");
+        for (stream, (from_seq, from_hash), range) in &self.streams {
+            let rows = &self.records[range.clone()];
+            let Some(last) = rows.last() else { continue };
+            q.push(" INSERT INTO audit_heads (stream, seq, hash) SELECT ")
+                .push_bind(*stream)
+                .push(", NULL, '' WHERE NOT EXISTS (SELECT 1 FROM audit_heads WHERE stream = ")
+                .push_bind(*stream)
+                .push(" AND seq = ")
+                .push_bind(*from_seq)
+                .push(" AND hash = ")
+                .push_bind(from_hash.as_str())
+                .push("); UPDATE audit_heads SET seq = ")
+                .push_bind(last.seq)
+                .push(", hash = ")
+                .push_bind(last.hash.as_str())
+                .push(" WHERE stream = ")
+                .push_bind(*stream)
+                .push(format!("; INSERT INTO audit_records ({COLUMNS}) "));
+            q.push_values(rows, |mut b, r| {
+                let e = &r.entry;
+                b.push_bind(&r.stream)
+                    .push_bind(r.seq)
+                    .push_bind(e.time_ms)
+                    .push_bind(&e.kind)
+                    .push_bind(&e.correlation)
+                    .push_bind(&e.request)
+                    .push_bind(&e.parent)
+                    .push_bind(&e.principal)
+                    .push_bind(&e.server)
+                    .push_bind(&e.item)
+                    .push_bind(&e.outcome)
+                    .push_bind(&e.body)
+                    .push_bind(&r.digest)
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            q.push(";");
+        }
+        q.push(" COMMIT;");
+        match q.build().execute(&mut *conn).await {
+            Ok(_) => Ok(self.records),
+            Err(e) => {
+                // The list stopped at the failed statement, inside its transaction.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                let head_moved = matches!(&e, sqlx::Error::Database(d) if d.message().contains("audit_heads.seq"));
+                match (head_moved, self.streams.first()) {
+                    (true, Some((stream, ..))) => Err(StoreError::Conflict { what: format!("audit stream {stream}") }),
+                    _ => Err(e.into()),
+                }
+            }
+        }
+    }
+}
+
 /// Runs `$body` in one transaction bound to `$tx`, committed when it succeeds.
 macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {
@@ -78,6 +173,11 @@ impl Store {
         batch: &[(String, Vec<Entry>)],
         after: &HashMap<String, (i64, String)>,
     ) -> Result<Vec<Record>, StoreError> {
+        if let crate::backend::Backend::Sqlite(pool) = &self.backend
+            && let Some(plan) = Plan::new(batch, after)
+        {
+            return plan.run(pool).await;
+        }
         let mut out = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
         in_tx!(self, |tx| {
             for (stream, entries) in batch.iter().filter(|(_, e)| !e.is_empty()) {

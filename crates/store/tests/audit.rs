@@ -15,6 +15,8 @@ on_both_engines!(
     finds_every_kind_of_tampering_done_in_the_database,
     pruning_behind_a_signed_floor_keeps_the_stream_verifiable,
     appending_after_a_stale_head_conflicts_and_writes_nothing,
+    a_batch_with_one_stale_stream_writes_no_stream,
+    appending_after_a_missing_head_conflicts,
 );
 
 fn entry(n: i64, principal: &str, tool: &str, outcome: &str) -> Entry {
@@ -226,4 +228,45 @@ async fn appending_after_a_stale_head_conflicts_and_writes_nothing(db: TestDb) {
     assert_eq!(store.audit_records("gw/calls", 1, 10).await.expect("records").len(), 2);
     assert_eq!(store.audit_head("gw/calls").await.expect("head"), (2, second[0].hash.clone()));
     assert!(store.verify_audit("gw/calls", &[]).await.expect("verify").ok());
+}
+
+async fn a_batch_with_one_stale_stream_writes_no_stream(db: TestDb) {
+    let store = db.store().await;
+    let a = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
+    let b = store.append_audit(&[("gw/access".to_owned(), vec![entry(2, "a", "t", "ok")])]).await.expect("append");
+    let mine = std::collections::HashMap::from([
+        ("gw/calls".to_owned(), (a[0].seq, a[0].hash.clone())),
+        ("gw/access".to_owned(), (b[0].seq, b[0].hash.clone())),
+    ]);
+    // Someone else moves the access stream on.
+    store.append_audit(&[("gw/access".to_owned(), vec![entry(3, "b", "t", "ok")])]).await.expect("append");
+    let batch = [
+        ("gw/calls".to_owned(), vec![entry(4, "a", "t", "ok"), entry(5, "a", "t", "ok")]),
+        ("gw/access".to_owned(), vec![entry(6, "a", "t", "ok")]),
+    ];
+    let stale = store.append_audit_after(&batch, &mine).await;
+    assert!(matches!(stale, Err(portcullis_store::StoreError::Conflict { .. })), "{stale:?}");
+    assert_eq!(store.audit_records("gw/calls", 1, 10).await.expect("records").len(), 1, "calls untouched");
+    assert_eq!(store.audit_records("gw/access", 1, 10).await.expect("records").len(), 2, "access untouched");
+    assert_eq!(store.audit_head("gw/calls").await.expect("head"), (1, a[0].hash.clone()));
+    // The store is usable at once: the same batch after the heads as they are goes in whole.
+    let written = store.append_audit(&batch).await.expect("append");
+    assert_eq!(
+        written.iter().map(|r| (r.stream.as_str(), r.seq)).collect::<Vec<_>>(),
+        [("gw/calls", 2), ("gw/calls", 3), ("gw/access", 3)]
+    );
+    for stream in ["gw/calls", "gw/access"] {
+        assert!(store.verify_audit(stream, &[]).await.expect("verify").ok(), "{stream}");
+    }
+}
+
+async fn appending_after_a_missing_head_conflicts(db: TestDb) {
+    let store = db.store().await;
+    // The caller believes in a head that this stream never had.
+    let mine = std::collections::HashMap::from([("gw/calls".to_owned(), (7, "f".repeat(64)))]);
+    let missing = store.append_audit_after(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])], &mine).await;
+    assert!(matches!(missing, Err(portcullis_store::StoreError::Conflict { .. })), "{missing:?}");
+    assert!(store.audit_records("gw/calls", 1, 10).await.expect("records").is_empty());
+    let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
+    assert_eq!(first[0].seq, 1);
 }
