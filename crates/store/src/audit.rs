@@ -47,16 +47,16 @@ pub struct AuditQuery {
 /// once, instead of a round trip per statement. The head check inserts a row with a NULL `seq`
 /// when the stream's head is missing or not the caller's, which fails on the column's NOT NULL:
 /// the list stops there, is rolled back, and the caller hears [`StoreError::Conflict`].
-struct Plan<'a> {
-    streams: Vec<(&'a str, (i64, String), std::ops::Range<usize>)>,
+struct Plan {
+    streams: Vec<(String, (i64, String), std::ops::Range<usize>)>,
     records: Vec<Record>,
 }
 
 /// SQLite binds at most 32766 values per statement; a plan stays well below in total.
 const PLAN_MAX_BINDS: usize = 30_000;
 
-impl<'a> Plan<'a> {
-    fn new(batch: &'a [(String, Vec<Entry>)], after: &HashMap<String, (i64, String)>) -> Option<Self> {
+impl Plan {
+    fn new(batch: &[(String, Vec<Entry>)], after: &HashMap<String, (i64, String)>) -> Option<Self> {
         let batch: Vec<_> = batch.iter().filter(|(_, e)| !e.is_empty()).collect();
         let rows: usize = batch.iter().map(|(_, e)| e.len()).sum();
         if batch.is_empty() || rows * 15 + batch.len() * 6 > PLAN_MAX_BINDS {
@@ -74,21 +74,30 @@ impl<'a> Plan<'a> {
                 hash.clone_from(&record.hash);
                 records.push(record);
             }
-            streams.push((stream.as_str(), from, first..records.len()));
+            streams.push((stream.clone(), from, first..records.len()));
         }
         Some(Self { streams, records })
     }
 
+    /// Runs on a task of its own, so a caller that stops waiting cannot cut the list short and
+    /// leave its transaction open on the connection: it commits or rolls back either way.
     async fn run(self, pool: &sqlx::SqlitePool) -> Result<Vec<Record>, StoreError> {
+        let pool = pool.clone();
+        tokio::spawn(async move { self.execute(&pool).await })
+            .await
+            .map_err(|e| StoreError::Invalid(format!("audit append task: {e}")))?
+    }
+
+    async fn execute(self, pool: &sqlx::SqlitePool) -> Result<Vec<Record>, StoreError> {
         let mut conn = pool.acquire().await?;
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE;");
         for (stream, (from_seq, from_hash), range) in &self.streams {
             let rows = &self.records[range.clone()];
             let Some(last) = rows.last() else { continue };
             q.push(" INSERT INTO audit_heads (stream, seq, hash) SELECT ")
-                .push_bind(*stream)
+                .push_bind(stream.as_str())
                 .push(", NULL, '' WHERE NOT EXISTS (SELECT 1 FROM audit_heads WHERE stream = ")
-                .push_bind(*stream)
+                .push_bind(stream.as_str())
                 .push(" AND seq = ")
                 .push_bind(*from_seq)
                 .push(" AND hash = ")
@@ -98,7 +107,7 @@ impl<'a> Plan<'a> {
                 .push(", hash = ")
                 .push_bind(last.hash.as_str())
                 .push(" WHERE stream = ")
-                .push_bind(*stream)
+                .push_bind(stream.as_str())
                 .push(format!("; INSERT INTO audit_records ({COLUMNS}) "));
             q.push_values(rows, |mut b, r| {
                 let e = &r.entry;

@@ -17,6 +17,7 @@ on_both_engines!(
     appending_after_a_stale_head_conflicts_and_writes_nothing,
     a_batch_with_one_stale_stream_writes_no_stream,
     appending_after_a_missing_head_conflicts,
+    an_append_its_caller_stopped_waiting_for_is_whole_or_absent,
 );
 
 fn entry(n: i64, principal: &str, tool: &str, outcome: &str) -> Entry {
@@ -269,4 +270,24 @@ async fn appending_after_a_missing_head_conflicts(db: TestDb) {
     assert!(store.audit_records("gw/calls", 1, 10).await.expect("records").is_empty());
     let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
     assert_eq!(first[0].seq, 1);
+}
+
+async fn an_append_its_caller_stopped_waiting_for_is_whole_or_absent(db: TestDb) {
+    let store = db.store().await;
+    let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
+    let mine = std::collections::HashMap::from([("gw/calls".to_owned(), (first[0].seq, first[0].hash.clone()))]);
+    let batch = [("gw/calls".to_owned(), (2..=1500).map(|n| entry(n, "a", "t", "ok")).collect::<Vec<_>>())];
+    // The caller gives up (almost) at once, while the append is in flight.
+    let _ = tokio::time::timeout(std::time::Duration::from_micros(1), store.append_audit_after(&batch, &mine)).await;
+    // The store is not left locked: another writer gets through in well under the busy timeout.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        store.append_audit(&[("gw/access".to_owned(), vec![entry(50, "a", "t", "ok")])]),
+    )
+    .await;
+    assert!(matches!(other, Ok(Ok(_))), "{other:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let n = store.audit_records("gw/calls", 1, 2000).await.expect("records").len();
+    assert!(n == 1 || n == 1500, "{n} records: the batch was cut short");
+    assert!(store.verify_audit("gw/calls", &[]).await.expect("verify").ok());
 }
