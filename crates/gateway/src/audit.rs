@@ -335,7 +335,20 @@ impl Writer {
 
     /// One append to the store, bounded in time: after this writer's own last records (one
     /// statement fewer), or, when someone else appended meanwhile, after the stream's head.
-    async fn append(&self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
+    /// After a failure this writer no longer knows its heads for the batch's streams: a commit it
+    /// stopped waiting for may still land. The next append reads them from the store instead, and
+    /// is not taken for someone else's write.
+    async fn append(&mut self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
+        let outcome = self.try_append(batch).await;
+        if outcome.is_err() {
+            for (stream, _) in batch {
+                self.heads.remove(stream);
+            }
+        }
+        outcome
+    }
+
+    async fn try_append(&self, batch: &[(String, Vec<Entry>)]) -> Result<Vec<Record>, StoreError> {
         let attempt = async {
             match self.store.append_audit_after(batch, &self.heads).await {
                 Err(StoreError::Conflict { .. }) => self.store.append_audit(batch).await,

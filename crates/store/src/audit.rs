@@ -133,8 +133,14 @@ impl Plan {
         match q.build().execute(&mut *conn).await {
             Ok(_) => Ok(self.records),
             Err(e) => {
-                // The list stopped at the failed statement, inside its transaction.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                // The list stopped at the failed statement, inside its transaction (or before it
+                // began: then there is nothing to roll back). A connection that cannot be brought
+                // back to autocommit is closed, not returned to the pool inside a transaction.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                    && !rollback.to_string().contains("no transaction is active")
+                {
+                    let _ = conn.close().await;
+                }
                 let head_moved = matches!(&e, sqlx::Error::Database(d) if d.message().contains("audit_heads.seq"));
                 match (head_moved, self.streams.first()) {
                     (true, Some((stream, ..))) => Err(StoreError::Conflict { what: format!("audit stream {stream}") }),

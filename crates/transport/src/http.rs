@@ -329,9 +329,9 @@ impl HttpLink {
     /// Posts a notification or a response.
     pub async fn send(&self, message: Vec<u8>, version: Option<ProtocolVersion>) -> Result<(), UpstreamError> {
         let had_session = self.session().is_some();
-        let mut resp = self.client.send(Method::POST, self.post_headers(version), Bytes::from(message)).await?;
-        // Read the (usually empty) body to its end so the connection can be reused.
-        while let Some(Ok(_)) = resp.body.chunk().await {}
+        let resp = self.client.send(Method::POST, self.post_headers(version), Bytes::from(message)).await?;
+        // The (usually empty) body is drained, bounded, so the connection can be reused.
+        resp.body.finish();
         match resp.status {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND if had_session => {
@@ -456,8 +456,8 @@ impl Drop for CancelOnDrop<'_> {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let send = async {
-                    if let Ok(mut resp) = client.send(Method::POST, headers, body).await {
-                        while let Some(Ok(_)) = resp.body.chunk().await {}
+                    if let Ok(resp) = client.send(Method::POST, headers, body).await {
+                        resp.body.finish();
                     }
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
@@ -580,8 +580,9 @@ enum ReplyBody {
 
 impl ReplyBody {
     /// Reads what is left of a body whose message has arrived (an SSE stream's end follows its
-    /// response), so its pooled connection is reused rather than closed: at once when the end is
-    /// already buffered, else on a task for at most 2 s.
+    /// response) or that nobody reads (a notification's answer), so its pooled connection is
+    /// reused rather than closed: at once when the end is already buffered, else on a task for at
+    /// most 2 s. A general client's body is dropped.
     fn finish(self) {
         let ReplyBody::Pooled(mut body) = self else {
             return;

@@ -8,6 +8,7 @@
 //! a response abandoned part way (a timeout, a cancelled call) closes its connection, which is
 //! how a modern upstream learns that the call is cancelled.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ use tokio::net::TcpStream;
 const MAX_IDLE: usize = 512;
 /// An idle connection older than this is closed rather than reused (servers close theirs too).
 const IDLE_FOR: Duration = Duration::from_secs(90);
+/// How long a pooled connection may take to be ready for its next request before it is taken
+/// for stale (nothing has been sent on it, so the request goes to another).
+const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a request could not be exchanged.
 #[derive(Debug, thiserror::Error)]
@@ -45,17 +49,18 @@ pub(crate) struct Pool {
     /// What `TcpStream::connect` resolves.
     authority: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest at the front; connections are taken from the back (the warmest).
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 impl Pool {
     pub(crate) fn new(authority: String, connect_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { authority, connect_timeout, idle: Mutex::new(Vec::new()) })
+        Arc::new(Self { authority, connect_timeout, idle: Mutex::new(VecDeque::new()) })
     }
 
     fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(c) = idle.pop() {
+        while let Some(c) = idle.pop_back() {
             if !c.sender.is_closed() && c.since.elapsed() < IDLE_FOR {
                 return Some(c.sender);
             }
@@ -68,8 +73,12 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The oldest are closed once they have idled too long, even when nothing takes them.
+        while idle.front().is_some_and(|c| c.sender.is_closed() || c.since.elapsed() >= IDLE_FOR) {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push_back(Idle { sender, since: Instant::now() });
         }
     }
 
@@ -99,7 +108,8 @@ impl Pool {
                 Some(s) => (s, true),
                 None => (self.connect().await?, false),
             };
-            if sender.ready().await.is_err() {
+            let wait = if reused { READY_WAIT } else { self.connect_timeout };
+            if !matches!(tokio::time::timeout(wait, sender.ready()).await, Ok(Ok(()))) {
                 if reused {
                     continue;
                 }
