@@ -694,6 +694,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_commit_that_lands_after_the_writer_gave_up_is_not_taken_for_someone_elses() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let url = settings.store.clone();
+        let store = Store::connect_dedicated(&url, false).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let mut w = writer(&store, settings, &key, dir.path());
+        let calls = |t| vec![("gw/calls".to_owned(), vec![entry(t)])];
+        w.append(&calls(1)).await.map(|r| w.committed(&r)).unwrap_or_else(|e| panic!("{e}"));
+        // Another process holds the write lock past the writer's patience.
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.append(&calls(2)).await.is_err(), "the append should have timed out");
+        // The lock goes; the commit the writer stopped waiting for lands after all.
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        w.append(&calls(3)).await.map(|r| w.committed(&r)).unwrap_or_else(|e| panic!("{e}"));
+        let seqs: Vec<i64> = store
+            .audit_records("gw/calls", 0, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3], "the late commit landed and the next one follows it");
+        assert!(w.suspect.is_empty(), "our own late commit was taken for someone else's write");
+    }
+
+    #[tokio::test]
     async fn retention_prunes_behind_a_signed_floor_and_the_rest_still_verifies() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let settings = settings(dir.path());
