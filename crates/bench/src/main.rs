@@ -59,6 +59,10 @@ struct Args {
     /// demo's URL and whose route `/mcp` fronts it (e.g. `controls=bench/controls.toml`).
     #[arg(long, value_parser = parse_variant)]
     variant: Vec<(String, PathBuf)>,
+    /// Leave out the all-controls gateway (`crates/bench/controls.toml`: every control that has
+    /// landed, the audit trail included), which every run compares with forward-only by default.
+    #[arg(long)]
+    no_controls: bool,
     /// Run only these parts, e.g. `call_small` (for profiling): scenario names, `fixed_rate`,
     /// `sessions`, `agg`.
     #[arg(long, value_delimiter = ',')]
@@ -121,6 +125,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let demo = Peer::demo_http(&exe)?;
     let gateway = target::start_gateway(&exe, &target::forward_only_config(), &demo)?;
     let mut variants = Vec::new();
+    if !args.no_controls && !args.variant.iter().any(|(name, _)| name == target::CONTROLS) {
+        variants.push((target::CONTROLS.to_owned(), target::start_gateway(&exe, target::CONTROLS_CONFIG, &demo)?));
+    }
     for (name, file) in &args.variant {
         let template = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
         variants.push((name.clone(), target::start_gateway(&exe, &template, &demo)?));
@@ -175,6 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             runs.push(suite::run(&plan, sc, Load::Closed(c), None).await?);
         }
     }
+    let variant_names: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
     drop(variants);
     drop(gateway);
 
@@ -204,7 +212,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         memory,
         targets: Vec::new(),
     };
-    report.targets = report::check_targets(&report, args.variant.first().map(|(n, _)| n.as_str()));
+    // The controls-on targets compare the all-controls gateway, or else the first variant.
+    let controls = variant_names.iter().map(String::as_str).find(|n| *n == target::CONTROLS);
+    let controls = controls.or_else(|| args.variant.first().map(|(n, _)| n.as_str()));
+    report.targets = report::check_targets(&report, controls);
     let json_path = args.out.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     let svg_path = args.out.join("latency.svg");

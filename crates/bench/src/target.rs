@@ -41,6 +41,12 @@ impl Target {
     }
 }
 
+/// The name of the all-controls gateway every run includes (unless `--no-controls`).
+pub const CONTROLS: &str = "controls";
+
+/// Its configuration template: every control that has landed, the audit trail included.
+pub const CONTROLS_CONFIG: &str = include_str!("../controls.toml");
+
 /// The forward-only gateway configuration: a passthrough route to the HTTP demo at `/mcp` and
 /// to a supervised stdio demo at `/stdio`. `max_sessions` leaves room for the session benchmark.
 pub fn forward_only_config() -> String {

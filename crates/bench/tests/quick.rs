@@ -66,7 +66,7 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
         .flat_map(|r| r["results"].as_array().into_iter().flatten())
         .filter_map(|m| m["target"].as_str())
         .collect();
-    for t in ["direct-http", "gateway-http", "gateway-stdio", "gateway-agg1", "gateway-agg2"] {
+    for t in ["direct-http", "gateway-http", "gateway-controls", "gateway-stdio", "gateway-agg1", "gateway-agg2"] {
         assert!(targets.contains(&t), "target {t} never measured");
     }
     for run in runs {
@@ -92,6 +92,10 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
     assert_eq!(memory["idle_sessions"][0]["sessions"], 50);
     assert!(number(&memory["idle_sessions"][0], "bytes_per_session").is_finite());
     assert_eq!(report["targets"].as_array().map(Vec::len), Some(7));
+    // The all-controls gateway runs by default, so every target has a figure.
+    for t in report["targets"].as_array().expect("targets") {
+        assert!(t["status"] == "met" || t["status"] == "missed", "{}: {}", t["name"], t["status"]);
+    }
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).expect("latency.svg");
     assert!(svg.starts_with("<svg") && svg.contains("gateway-http"), "not the latency plot");
 }
