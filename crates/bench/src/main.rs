@@ -24,7 +24,7 @@ use crate::process::Peer;
 use crate::report::{Machine, Memory, Report, Settings};
 use crate::request::{Era, Template};
 use crate::suite::{Load, Plan, Scenario};
-use crate::target::{GATEWAY, GATEWAY_STDIO, Target};
+use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO, Target};
 
 /// Benchmarks Portcullis against a direct connection to the bundled demo upstream, A/B interleaved.
 #[derive(Parser, Debug)]
@@ -162,19 +162,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     memory.gateway_peak_rss_kib = process::peak_rss_kib(gateway.pid());
 
-    // Fixed rate at half of the forward-only gateway's best closed-loop throughput.
-    let capacity = runs
-        .iter()
-        .filter(|r| r.scenario == "call_small")
-        .filter_map(|r| r.of(GATEWAY))
-        .map(|m| m.throughput_rps)
-        .fold(0.0_f64, f64::max);
+    // Fixed rate at half of the forward-only gateway's best closed-loop throughput (direct and
+    // forward-only); then, for each variant, at half of its own (direct, forward-only and it), so
+    // no gateway is measured above its capacity, where latency is only queueing.
+    let capacity = |target: &str| {
+        runs.iter()
+            .filter(|r| r.scenario == "call_small" && r.load == "closed")
+            .filter_map(|r| r.of(target))
+            .map(|m| m.throughput_rps)
+            .fold(0.0_f64, f64::max)
+    };
     if let Some(call) = scenarios.iter().find(|s| s.name == "call_small").filter(|_| wanted("fixed_rate")) {
-        let mut fixed = call.clone();
-        fixed.targets.retain(|t| t.name != GATEWAY_STDIO);
-        let rps = (capacity * 0.5).max(10.0);
-        progress(&format!("call_small fixed rate {rps:.0}/s"));
-        runs.push(suite::run(&plan, &fixed, Load::Rate { rps, connections: plan.rate_connections }, None).await?);
+        let mut at = vec![(capacity(GATEWAY), vec![DIRECT.to_owned(), GATEWAY.to_owned()])];
+        for (name, _) in &variants {
+            let subject = format!("gateway-{name}");
+            at.push((capacity(&subject), vec![DIRECT.to_owned(), GATEWAY.to_owned(), subject]));
+        }
+        for (capacity, names) in at {
+            let mut fixed = call.clone();
+            fixed.targets.retain(|t| names.contains(&t.name));
+            let rps = (capacity * 0.5).max(10.0);
+            progress(&format!("call_small fixed rate {rps:.0}/s ({})", names.join(", ")));
+            let load = Load::Rate { rps, connections: plan.rate_connections };
+            runs.push(suite::run(&plan, &fixed, load, None).await?);
+        }
     }
     for sc in &handshakes {
         for &c in &plan.levels {

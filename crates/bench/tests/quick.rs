@@ -87,6 +87,14 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
             );
         }
     }
+    // Each gateway's fixed-rate run is at half of its own capacity: the all-controls one has its own.
+    let at_rate = |target: &str| {
+        runs.iter().any(|r| {
+            r["load"] == "fixed_rate"
+                && r["results"].as_array().is_some_and(|m| m.iter().any(|m| m["target"] == target))
+        })
+    };
+    assert!(at_rate("gateway-http") && at_rate("gateway-controls"), "a fixed-rate run is missing");
     let memory = &report["memory"];
     assert!(number(memory, "gateway_peak_rss_kib") > 0.0);
     assert_eq!(memory["idle_sessions"][0]["sessions"], 50);
