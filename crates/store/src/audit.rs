@@ -41,6 +41,31 @@ pub struct AuditQuery {
     pub newest_first: bool,
 }
 
+/// Appends `VALUES (…), (…)` for `$rows` (records) to a query builder, in [`COLUMNS`] order;
+/// a macro because the builder's engine differs between the callers.
+macro_rules! push_records {
+    ($q:expr, $rows:expr) => {
+        $q.push_values($rows, |mut b, r| {
+            let e = &r.entry;
+            b.push_bind(&r.stream)
+                .push_bind(r.seq)
+                .push_bind(e.time_ms)
+                .push_bind(&e.kind)
+                .push_bind(&e.correlation)
+                .push_bind(&e.request)
+                .push_bind(&e.parent)
+                .push_bind(&e.principal)
+                .push_bind(&e.server)
+                .push_bind(&e.item)
+                .push_bind(&e.outcome)
+                .push_bind(&e.body)
+                .push_bind(&r.digest)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash);
+        })
+    };
+}
+
 /// SQLite's optimistic append in one round trip: when every stream of a batch is chained after
 /// the caller's own last record, the whole transaction is one statement list (`BEGIN IMMEDIATE`,
 /// per stream a head check, the head's update and the rows, `COMMIT`) sent to SQLite's thread
@@ -109,24 +134,7 @@ impl Plan {
                 .push(" WHERE stream = ")
                 .push_bind(stream.as_str())
                 .push(format!("; INSERT INTO audit_records ({COLUMNS}) "));
-            q.push_values(rows, |mut b, r| {
-                let e = &r.entry;
-                b.push_bind(&r.stream)
-                    .push_bind(r.seq)
-                    .push_bind(e.time_ms)
-                    .push_bind(&e.kind)
-                    .push_bind(&e.correlation)
-                    .push_bind(&e.request)
-                    .push_bind(&e.parent)
-                    .push_bind(&e.principal)
-                    .push_bind(&e.server)
-                    .push_bind(&e.item)
-                    .push_bind(&e.outcome)
-                    .push_bind(&e.body)
-                    .push_bind(&r.digest)
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
-            });
+            push_records!(q, rows);
             q.push(";");
         }
         q.push(" COMMIT;");
@@ -247,24 +255,7 @@ impl Store {
                 }
                 for rows in out[first..].chunks(ROWS_PER_INSERT) {
                     let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO audit_records ({COLUMNS}) "));
-                    q.push_values(rows, |mut b, r| {
-                        let e = &r.entry;
-                        b.push_bind(&r.stream)
-                            .push_bind(r.seq)
-                            .push_bind(e.time_ms)
-                            .push_bind(&e.kind)
-                            .push_bind(&e.correlation)
-                            .push_bind(&e.request)
-                            .push_bind(&e.parent)
-                            .push_bind(&e.principal)
-                            .push_bind(&e.server)
-                            .push_bind(&e.item)
-                            .push_bind(&e.outcome)
-                            .push_bind(&e.body)
-                            .push_bind(&r.digest)
-                            .push_bind(&r.prev_hash)
-                            .push_bind(&r.hash);
-                    });
+                    push_records!(q, rows);
                     q.build().execute(&mut *tx).await?;
                 }
             }
