@@ -112,13 +112,65 @@ async fn open_sqlite(url: &str, synced: bool, dedicated: bool) -> Result<SqliteP
     });
     // A dedicated connection keeps its page cache between transactions: in a pool, the next
     // transaction usually lands on another connection, which finds the file changed by the last
-    // one and must drop its cache and read the pages again.
+    // one and must drop its cache and read the pages again. It does not checkpoint the WAL
+    // itself: a [`WalCheckpointer`] does, beside it.
+    let options = if dedicated { options.pragma("wal_autocheckpoint", "0") } else { options };
     let pool = if dedicated {
         SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
     } else {
         SqlitePoolOptions::new().max_connections(4)
     };
     Ok(pool.acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?)
+}
+
+/// How often a [`WalCheckpointer`] copies a dedicated writer's WAL into the database.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Keeps a dedicated SQLite writer's checkpoints off its commits. SQLite checkpoints the WAL in
+/// whichever commit takes it past 1000 pages: that commit copies the pages into the database and
+/// fsyncs it while everyone waiting on it waits too (a third of the commit time at 32 records a
+/// commit, BENCHMARKS.md). The writer's connection has automatic checkpoints off; this task runs a
+/// passive checkpoint on a connection of its own every [`WAL_CHECKPOINT_EVERY`] (one that never
+/// waits for or blocks the writer, and does nothing when the WAL holds nothing new). It stops when
+/// the store it serves is dropped or closed.
+#[derive(Debug)]
+pub(crate) struct WalCheckpointer {
+    pool: SqlitePool,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WalCheckpointer {
+    /// For a dedicated store on a SQLite file; `None` for other stores.
+    pub(crate) async fn start(url: &str, synced: bool) -> Result<Option<Self>, StoreError> {
+        if !url.starts_with("sqlite:") || is_sqlite_memory(url) {
+            return Ok(None);
+        }
+        let pool = open_sqlite(url, synced, false).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let checkpoints = pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {
+                        if checkpoints.is_closed() {
+                            break;
+                        }
+                        // A failure (the file gone, the disk full) shows on the writer's own commits.
+                        let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpoints).await;
+                    }
+                }
+            }
+            checkpoints.close().await;
+        });
+        Ok(Some(Self { pool, _stop: stop }))
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {

@@ -31,6 +31,8 @@ use backend::{Backend, on_pool};
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// A dedicated SQLite store's checkpoints, run beside its writer.
+    wal: Option<std::sync::Arc<backend::WalCheckpointer>>,
 }
 
 impl Store {
@@ -40,20 +42,22 @@ impl Store {
     /// absolute path; the file and its folder are created if missing), `sqlite::memory:` (for tests),
     /// or `postgres://user@host:port/database`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, false, false).await? })
+        Ok(Store { backend: Backend::connect(url, false, false).await?, wal: None })
     }
 
     /// As [`Store::connect`] (or [`Store::connect_synced`] with `synced`), on one connection kept
     /// open, for one task that uses the store in turn, such as the audit writer: its SQLite
     /// page cache stays warm from one transaction to the next.
     pub async fn connect_dedicated(url: &str, synced: bool) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, synced, true).await? })
+        let backend = Backend::connect(url, synced, true).await?;
+        let wal = backend::WalCheckpointer::start(url, synced).await?.map(std::sync::Arc::new);
+        Ok(Store { backend, wal })
     }
 
     /// As [`Store::connect`], but a SQLite commit also survives a power cut (`synchronous=FULL`:
     /// an fsync per commit); PostgreSQL commits are durable either way.
     pub async fn connect_synced(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, true, false).await? })
+        Ok(Store { backend: Backend::connect(url, true, false).await?, wal: None })
     }
 
     /// The engine in use: `"sqlite"` or `"postgres"`.
@@ -72,6 +76,9 @@ impl Store {
     /// Closes the connections (waiting for the ones in use); later calls fail.
     pub async fn close(&self) {
         self.backend.close().await;
+        if let Some(wal) = &self.wal {
+            wal.close().await;
+        }
     }
 }
 
@@ -118,6 +125,41 @@ mod tests {
         assert_eq!(int("PRAGMA synchronous").await, 1, "NORMAL");
         assert_eq!(int("PRAGMA foreign_keys").await, 1);
         assert!(int("PRAGMA busy_timeout").await >= 1000);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_dedicated_sqlite_writer_leaves_checkpoints_to_its_checkpointer() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.db");
+        let store = Store::connect_dedicated(&format!("sqlite://{}", path.display()), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Backend::Sqlite(pool) = &store.backend else { panic!("expected sqlite") };
+        let (auto,): (i64,) =
+            sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(pool).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(auto, 0, "the writer's commits never checkpoint");
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or_else(|e| panic!("{e}"));
+        let before = size();
+        let entry = |i: i64| portcullis_audit::Entry {
+            time_ms: i,
+            kind: "call".to_owned(),
+            correlation: format!("{i:032x}"),
+            request: format!("{i:016x}"),
+            parent: String::new(),
+            principal: "p".to_owned(),
+            server: "demo".to_owned(),
+            item: "echo".to_owned(),
+            outcome: "ok".to_owned(),
+            body: format!("{{\"n\":\"{}\"}}", "x".repeat(500)),
+        };
+        store.append_audit(&[("s".to_owned(), (0..400).map(entry).collect())]).await.unwrap_or_else(|e| panic!("{e}"));
+        // The records are in the WAL; the checkpointer copies them into the database file.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() <= before {
+            assert!(std::time::Instant::now() < deadline, "the database file never grew past {before} bytes");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         store.close().await;
     }
 
