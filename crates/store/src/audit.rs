@@ -41,120 +41,157 @@ pub struct AuditQuery {
     pub newest_first: bool,
 }
 
-/// Appends `VALUES (…), (…)` for `$rows` (records) to a query builder, in [`COLUMNS`] order;
-/// a macro because the builder's engine differs between the callers.
-macro_rules! push_records {
-    ($q:expr, $rows:expr) => {
-        $q.push_values($rows, |mut b, r| {
-            let e = &r.entry;
-            b.push_bind(&r.stream)
-                .push_bind(r.seq)
-                .push_bind(e.time_ms)
-                .push_bind(&e.kind)
-                .push_bind(&e.correlation)
-                .push_bind(&e.request)
-                .push_bind(&e.parent)
-                .push_bind(&e.principal)
-                .push_bind(&e.server)
-                .push_bind(&e.item)
-                .push_bind(&e.outcome)
-                .push_bind(&e.body)
-                .push_bind(&r.digest)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash);
-        })
-    };
-}
-
-/// SQLite's optimistic append in one round trip: when every stream of a batch is chained after
-/// the caller's own last record, the whole transaction is one statement list (`BEGIN IMMEDIATE`,
-/// per stream a head check, the head's update and the rows, `COMMIT`) sent to SQLite's thread
-/// once, instead of a round trip per statement. The head check inserts a row with a NULL `seq`
-/// when the stream's head is missing or not the caller's, which fails on the column's NOT NULL:
-/// the list stops there, is rolled back, and the caller hears [`StoreError::Conflict`].
+/// A batch for a dedicated SQLite store's [`Appender`]: each stream's entries, and the heads the
+/// caller believes its streams have (its own last records).
 struct Plan {
-    streams: Vec<(String, (i64, String), std::ops::Range<usize>)>,
-    records: Vec<Record>,
+    batch: Vec<(String, Vec<Entry>)>,
+    after: HashMap<String, (i64, String)>,
 }
-
-/// SQLite binds at most 32766 values per statement; a plan stays well below in total.
-const PLAN_MAX_BINDS: usize = 30_000;
 
 impl Plan {
-    fn new(batch: &[(String, Vec<Entry>)], after: &HashMap<String, (i64, String)>) -> Option<Self> {
-        let batch: Vec<_> = batch.iter().filter(|(_, e)| !e.is_empty()).collect();
-        let rows: usize = batch.iter().map(|(_, e)| e.len()).sum();
-        if batch.is_empty() || rows * 15 + batch.len() * 6 > PLAN_MAX_BINDS {
-            return None;
-        }
-        let mut streams = Vec::with_capacity(batch.len());
-        let mut records = Vec::with_capacity(rows);
-        for (stream, entries) in batch {
-            let from = after.get(stream)?.clone();
-            let (mut seq, mut hash) = from.clone();
-            let first = records.len();
+    /// One transaction: per stream, its entries are chained after the caller's head for it (or,
+    /// when the caller names none, after the stream's head as stored), the head moves from where
+    /// the chain was computed (or nothing is written: [`StoreError::Conflict`]), then the rows go
+    /// in. Dropping the transaction on an error rolls it back.
+    fn execute(self, conn: &mut rusqlite::Connection) -> Result<Vec<Record>, StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite_error)?;
+        let mut out = Vec::with_capacity(self.batch.iter().map(|(_, e)| e.len()).sum());
+        for (stream, entries) in self.batch {
+            if entries.is_empty() {
+                continue;
+            }
+            let (from_seq, from_hash) = match self.after.get(&stream) {
+                Some(known) => known.clone(),
+                None => {
+                    tx.prepare_cached("INSERT INTO audit_heads (stream, seq, hash) VALUES (?1, 0, ?2) ON CONFLICT (stream) DO NOTHING")
+                        .and_then(|mut insert| insert.execute(rusqlite::params![stream, GENESIS]))
+                        .map_err(sqlite_error)?;
+                    tx.prepare_cached("SELECT seq, hash FROM audit_heads WHERE stream = ?1")
+                        .and_then(|mut select| select.query_row([&stream], |row| Ok((row.get(0)?, row.get(1)?))))
+                        .map_err(sqlite_error)?
+                }
+            };
+            let first = out.len();
+            let (mut seq, mut hash) = (from_seq, from_hash.clone());
             for entry in entries {
-                let record = Record::chain(stream, seq, &hash, entry.clone());
+                let record = Record::chain(&stream, seq, &hash, entry);
                 seq = record.seq;
                 hash.clone_from(&record.hash);
-                records.push(record);
+                out.push(record);
             }
-            streams.push((stream.clone(), from, first..records.len()));
+            let moved = tx
+                .prepare_cached(
+                    "UPDATE audit_heads SET seq = ?2, hash = ?3 WHERE stream = ?1 AND seq = ?4 AND hash = ?5",
+                )
+                .and_then(|mut update| update.execute(rusqlite::params![stream, seq, hash, from_seq, from_hash]))
+                .map_err(sqlite_error)?;
+            if moved != 1 {
+                return Err(StoreError::Conflict { what: format!("audit stream {stream}") });
+            }
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO audit_records ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ))
+                .map_err(sqlite_error)?;
+            for r in &out[first..] {
+                let e = &r.entry;
+                insert
+                    .execute(rusqlite::params![
+                        r.stream,
+                        r.seq,
+                        e.time_ms,
+                        e.kind,
+                        e.correlation,
+                        e.request,
+                        e.parent,
+                        e.principal,
+                        e.server,
+                        e.item,
+                        e.outcome,
+                        e.body,
+                        r.digest,
+                        r.prev_hash,
+                        r.hash
+                    ])
+                    .map_err(sqlite_error)?;
+            }
         }
-        Some(Self { streams, records })
+        tx.commit().map_err(sqlite_error)?;
+        Ok(out)
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A job for the [`Appender`]'s thread and where its outcome goes.
+type AppendJob = (Plan, tokio::sync::oneshot::Sender<Result<Vec<Record>, StoreError>>);
+
+/// A dedicated SQLite store's appends, on a thread of their own that holds a synchronous
+/// connection: a batch is one call into SQLite, not a round trip to sqlx's connection thread per
+/// statement (each two thread switches), and its rows go through one prepared single-row insert.
+/// Appends are taken in the order sent, whether chained after the caller's heads or the stored ones.
+/// A caller that stops waiting does not cut a batch short: the thread commits or rolls it back
+/// either way. The thread ends when the store is closed or dropped.
+#[derive(Debug)]
+pub(crate) struct Appender {
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<AppendJob>>>,
+}
+
+impl Appender {
+    /// For a dedicated store on a SQLite file (created and migrated already); `None` otherwise.
+    pub(crate) fn start(url: &str, synced: bool) -> Result<Option<Self>, StoreError> {
+        let Some(path) = crate::backend::sqlite_file(url)? else { return Ok(None) };
+        let open = move || -> Result<rusqlite::Connection, StoreError> {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(sqlite_error)?;
+            conn.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
+            // The journal mode (WAL) is the file's; the rest is the connection's own. Checkpoints
+            // are the store's checkpointer's, off the commits.
+            let synchronous = if synced { "FULL" } else { "NORMAL" };
+            conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"))
+                .map_err(sqlite_error)?;
+            Ok(conn)
+        };
+        let first = open()?;
+        let (jobs, queue) = std::sync::mpsc::channel::<AppendJob>();
+        std::thread::Builder::new()
+            .name("audit-sqlite".to_owned())
+            .spawn(move || {
+                let mut conn = Some(first);
+                while let Ok((plan, done)) = queue.recv() {
+                    let outcome = match conn.take().map_or_else(&open, Ok) {
+                        Ok(mut c) => {
+                            let outcome = plan.execute(&mut c);
+                            // A connection left inside a transaction (its rollback failed) is
+                            // not used again: the next batch opens a fresh one.
+                            if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
+                                conn = Some(c);
+                            }
+                            outcome
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = done.send(outcome);
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the audit append thread: {e}")))?;
+        Ok(Some(Self { jobs: std::sync::Mutex::new(Some(jobs)) }))
     }
 
-    /// Runs on a task of its own, so a caller that stops waiting cannot cut the list short and
-    /// leave its transaction open on the connection: it commits or rolls back either way.
-    async fn run(self, pool: &sqlx::SqlitePool) -> Result<Vec<Record>, StoreError> {
-        let pool = pool.clone();
-        tokio::spawn(async move { self.execute(&pool).await })
-            .await
-            .map_err(|e| StoreError::Invalid(format!("audit append task: {e}")))?
+    async fn append(&self, plan: Plan) -> Result<Vec<Record>, StoreError> {
+        let stopped = || StoreError::Backend("the audit append thread has stopped".to_owned());
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let jobs = self.jobs.lock().map_err(|_| stopped())?.clone().ok_or_else(stopped)?;
+        jobs.send((plan, done)).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
-    async fn execute(self, pool: &sqlx::SqlitePool) -> Result<Vec<Record>, StoreError> {
-        let mut conn = pool.acquire().await?;
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("BEGIN IMMEDIATE;");
-        for (stream, (from_seq, from_hash), range) in &self.streams {
-            let rows = &self.records[range.clone()];
-            let Some(last) = rows.last() else { continue };
-            q.push(" INSERT INTO audit_heads (stream, seq, hash) SELECT ")
-                .push_bind(stream.as_str())
-                .push(", NULL, '' WHERE NOT EXISTS (SELECT 1 FROM audit_heads WHERE stream = ")
-                .push_bind(stream.as_str())
-                .push(" AND seq = ")
-                .push_bind(*from_seq)
-                .push(" AND hash = ")
-                .push_bind(from_hash.as_str())
-                .push("); UPDATE audit_heads SET seq = ")
-                .push_bind(last.seq)
-                .push(", hash = ")
-                .push_bind(last.hash.as_str())
-                .push(" WHERE stream = ")
-                .push_bind(stream.as_str())
-                .push(format!("; INSERT INTO audit_records ({COLUMNS}) "));
-            push_records!(q, rows);
-            q.push(";");
-        }
-        q.push(" COMMIT;");
-        match q.build().execute(&mut *conn).await {
-            Ok(_) => Ok(self.records),
-            Err(e) => {
-                // The list stopped at the failed statement, inside its transaction (or before it
-                // began: then there is nothing to roll back). A connection that cannot be brought
-                // back to autocommit is closed, not returned to the pool inside a transaction.
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                    && !rollback.to_string().contains("no transaction is active")
-                {
-                    let _ = conn.close().await;
-                }
-                let head_moved = matches!(&e, sqlx::Error::Database(d) if d.message().contains("audit_heads.seq"));
-                match (head_moved, self.streams.first()) {
-                    (true, Some((stream, ..))) => Err(StoreError::Conflict { what: format!("audit stream {stream}") }),
-                    _ => Err(e.into()),
-                }
-            }
+    /// Lets the thread end once it has answered what it was sent.
+    pub(crate) fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
         }
     }
 }
@@ -196,10 +233,9 @@ impl Store {
         batch: &[(String, Vec<Entry>)],
         after: &HashMap<String, (i64, String)>,
     ) -> Result<Vec<Record>, StoreError> {
-        if let crate::backend::Backend::Sqlite(pool) = &self.backend
-            && let Some(plan) = Plan::new(batch, after)
-        {
-            return plan.run(pool).await;
+        if let Some(appender) = &self.appender {
+            // All of a dedicated store's appends take one queue, so they land in the order made.
+            return appender.append(Plan { batch: batch.to_vec(), after: after.clone() }).await;
         }
         let mut out = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
         in_tx!(self, |tx| {
@@ -255,7 +291,24 @@ impl Store {
                 }
                 for rows in out[first..].chunks(ROWS_PER_INSERT) {
                     let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO audit_records ({COLUMNS}) "));
-                    push_records!(q, rows);
+                    q.push_values(rows, |mut b, r| {
+                        let e = &r.entry;
+                        b.push_bind(&r.stream)
+                            .push_bind(r.seq)
+                            .push_bind(e.time_ms)
+                            .push_bind(&e.kind)
+                            .push_bind(&e.correlation)
+                            .push_bind(&e.request)
+                            .push_bind(&e.parent)
+                            .push_bind(&e.principal)
+                            .push_bind(&e.server)
+                            .push_bind(&e.item)
+                            .push_bind(&e.outcome)
+                            .push_bind(&e.body)
+                            .push_bind(&r.digest)
+                            .push_bind(&r.prev_hash)
+                            .push_bind(&r.hash);
+                    });
                     q.build().execute(&mut *tx).await?;
                 }
             }

@@ -16,7 +16,7 @@ use crate::StoreError;
 use crate::migration;
 
 /// How long a SQLite writer waits for another writer (another task, the CLI) before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long any caller waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -78,6 +78,14 @@ impl Backend {
         }
         Ok(())
     }
+}
+
+/// The file a `sqlite:` URL names; `None` for other URLs and in-memory databases.
+pub(crate) fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+    if !url.starts_with("sqlite:") || is_sqlite_memory(url) {
+        return Ok(None);
+    }
+    Ok(Some(SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf()))
 }
 
 /// Whether a `sqlite:` URL names an in-memory database.
@@ -142,7 +150,7 @@ pub(crate) struct WalCheckpointer {
 impl WalCheckpointer {
     /// For a dedicated store on a SQLite file; `None` for other stores.
     pub(crate) async fn start(url: &str, synced: bool) -> Result<Option<Self>, StoreError> {
-        if !url.starts_with("sqlite:") || is_sqlite_memory(url) {
+        if sqlite_file(url)?.is_none() {
             return Ok(None);
         }
         let pool = open_sqlite(url, synced, false).await?;

@@ -33,6 +33,8 @@ pub struct Store {
     backend: Backend,
     /// A dedicated SQLite store's checkpoints, run beside its writer.
     wal: Option<std::sync::Arc<backend::WalCheckpointer>>,
+    /// A dedicated SQLite store's audit appends, on a synchronous connection of their own.
+    appender: Option<std::sync::Arc<audit::Appender>>,
 }
 
 impl Store {
@@ -42,22 +44,25 @@ impl Store {
     /// absolute path; the file and its folder are created if missing), `sqlite::memory:` (for tests),
     /// or `postgres://user@host:port/database`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, false, false).await?, wal: None })
+        Ok(Store { backend: Backend::connect(url, false, false).await?, wal: None, appender: None })
     }
 
     /// As [`Store::connect`] (or [`Store::connect_synced`] with `synced`), on one connection kept
     /// open, for one task that uses the store in turn, such as the audit writer: its SQLite
-    /// page cache stays warm from one transaction to the next.
+    /// page cache stays warm from one transaction to the next. On a SQLite file, an append after
+    /// the caller's own heads ([`Store::append_audit_after`]) runs on a thread of its own with a
+    /// synchronous connection, and the WAL is checkpointed beside the writer, not in its commits.
     pub async fn connect_dedicated(url: &str, synced: bool) -> Result<Store, StoreError> {
         let backend = Backend::connect(url, synced, true).await?;
         let wal = backend::WalCheckpointer::start(url, synced).await?.map(std::sync::Arc::new);
-        Ok(Store { backend, wal })
+        let appender = audit::Appender::start(url, synced)?.map(std::sync::Arc::new);
+        Ok(Store { backend, wal, appender })
     }
 
     /// As [`Store::connect`], but a SQLite commit also survives a power cut (`synchronous=FULL`:
     /// an fsync per commit); PostgreSQL commits are durable either way.
     pub async fn connect_synced(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, true, false).await?, wal: None })
+        Ok(Store { backend: Backend::connect(url, true, false).await?, wal: None, appender: None })
     }
 
     /// The engine in use: `"sqlite"` or `"postgres"`.
@@ -75,6 +80,9 @@ impl Store {
 
     /// Closes the connections (waiting for the ones in use); later calls fail.
     pub async fn close(&self) {
+        if let Some(appender) = &self.appender {
+            appender.close();
+        }
         self.backend.close().await;
         if let Some(wal) = &self.wal {
             wal.close().await;
@@ -139,6 +147,9 @@ mod tests {
         let (auto,): (i64,) =
             sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(pool).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(auto, 0, "the writer's commits never checkpoint");
+        assert!(store.appender.is_some(), "appends after the writer's heads go to its own thread");
+        let memory = Store::connect_dedicated("sqlite::memory:", false).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(memory.appender.is_none() && memory.wal.is_none(), "one connection holds an in-memory database");
         let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or_else(|e| panic!("{e}"));
         let before = size();
         let entry = |i: i64| portcullis_audit::Entry {

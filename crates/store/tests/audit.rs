@@ -215,16 +215,18 @@ async fn pruning_behind_a_signed_floor_keeps_the_stream_verifiable(db: TestDb) {
 
 async fn appending_after_a_stale_head_conflicts_and_writes_nothing(db: TestDb) {
     let store = db.store().await;
+    // The audit writer's kind of store appends after its own heads.
+    let writer = db.dedicated().await;
     let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
     let mine = std::collections::HashMap::from([("gw/calls".to_owned(), (first[0].seq, first[0].hash.clone()))]);
     // Chained after the caller's own head: no read of the head needed.
-    let second = store
+    let second = writer
         .append_audit_after(&[("gw/calls".to_owned(), vec![entry(2, "a", "t", "ok")])], &mine)
         .await
         .expect("append after");
     assert_eq!((second[0].seq, second[0].prev_hash.as_str()), (2, first[0].hash.as_str()));
     // The same (now stale) head again: refused, nothing written.
-    let stale = store.append_audit_after(&[("gw/calls".to_owned(), vec![entry(3, "a", "t", "ok")])], &mine).await;
+    let stale = writer.append_audit_after(&[("gw/calls".to_owned(), vec![entry(3, "a", "t", "ok")])], &mine).await;
     assert!(matches!(stale, Err(portcullis_store::StoreError::Conflict { .. })), "{stale:?}");
     assert_eq!(store.audit_records("gw/calls", 1, 10).await.expect("records").len(), 2);
     assert_eq!(store.audit_head("gw/calls").await.expect("head"), (2, second[0].hash.clone()));
@@ -233,6 +235,8 @@ async fn appending_after_a_stale_head_conflicts_and_writes_nothing(db: TestDb) {
 
 async fn a_batch_with_one_stale_stream_writes_no_stream(db: TestDb) {
     let store = db.store().await;
+    // The audit writer's kind of store appends after its own heads.
+    let writer = db.dedicated().await;
     let a = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
     let b = store.append_audit(&[("gw/access".to_owned(), vec![entry(2, "a", "t", "ok")])]).await.expect("append");
     let mine = std::collections::HashMap::from([
@@ -245,7 +249,7 @@ async fn a_batch_with_one_stale_stream_writes_no_stream(db: TestDb) {
         ("gw/calls".to_owned(), vec![entry(4, "a", "t", "ok"), entry(5, "a", "t", "ok")]),
         ("gw/access".to_owned(), vec![entry(6, "a", "t", "ok")]),
     ];
-    let stale = store.append_audit_after(&batch, &mine).await;
+    let stale = writer.append_audit_after(&batch, &mine).await;
     assert!(matches!(stale, Err(portcullis_store::StoreError::Conflict { .. })), "{stale:?}");
     assert_eq!(store.audit_records("gw/calls", 1, 10).await.expect("records").len(), 1, "calls untouched");
     assert_eq!(store.audit_records("gw/access", 1, 10).await.expect("records").len(), 2, "access untouched");
@@ -263,9 +267,11 @@ async fn a_batch_with_one_stale_stream_writes_no_stream(db: TestDb) {
 
 async fn appending_after_a_missing_head_conflicts(db: TestDb) {
     let store = db.store().await;
+    // The audit writer's kind of store appends after its own heads.
+    let writer = db.dedicated().await;
     // The caller believes in a head that this stream never had.
     let mine = std::collections::HashMap::from([("gw/calls".to_owned(), (7, "f".repeat(64)))]);
-    let missing = store.append_audit_after(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])], &mine).await;
+    let missing = writer.append_audit_after(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])], &mine).await;
     assert!(matches!(missing, Err(portcullis_store::StoreError::Conflict { .. })), "{missing:?}");
     assert!(store.audit_records("gw/calls", 1, 10).await.expect("records").is_empty());
     let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
@@ -274,11 +280,13 @@ async fn appending_after_a_missing_head_conflicts(db: TestDb) {
 
 async fn an_append_its_caller_stopped_waiting_for_is_whole_or_absent(db: TestDb) {
     let store = db.store().await;
+    // The audit writer's kind of store appends after its own heads.
+    let writer = db.dedicated().await;
     let first = store.append_audit(&[("gw/calls".to_owned(), vec![entry(1, "a", "t", "ok")])]).await.expect("append");
     let mine = std::collections::HashMap::from([("gw/calls".to_owned(), (first[0].seq, first[0].hash.clone()))]);
     let batch = [("gw/calls".to_owned(), (2..=1500).map(|n| entry(n, "a", "t", "ok")).collect::<Vec<_>>())];
     // The caller gives up (almost) at once, while the append is in flight.
-    let _ = tokio::time::timeout(std::time::Duration::from_micros(1), store.append_audit_after(&batch, &mine)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_micros(1), writer.append_audit_after(&batch, &mine)).await;
     // The store is not left locked: another writer gets through in well under the busy timeout.
     let other = tokio::time::timeout(
         std::time::Duration::from_secs(3),

@@ -57,6 +57,14 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("connect to the {:?} test database: {e}", self.engine))
     }
 
+    /// A dedicated store on the test's database, as the audit writer opens.
+    #[allow(dead_code)]
+    pub async fn dedicated(&self) -> Store {
+        Store::connect_dedicated(&self.url, false)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the {:?} test database: {e}", self.engine))
+    }
+
     /// Runs one SQL statement on the database directly (as someone with write access to it
     /// would), returning the rows it changed.
     #[allow(dead_code)]
