@@ -54,6 +54,10 @@ impl Plan {
     /// the chain was computed (or nothing is written: [`StoreError::Conflict`]), then the rows go
     /// in. Dropping the transaction on an error rolls it back.
     fn execute(self, conn: &mut rusqlite::Connection) -> Result<Vec<Record>, StoreError> {
+        if self.batch.iter().all(|(_, e)| e.is_empty()) {
+            // Nothing to write (a barrier: everything sent before it has been answered).
+            return Ok(vec![]);
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite_error)?;
         let mut out = Vec::with_capacity(self.batch.iter().map(|(_, e)| e.len()).sum());
         for (stream, entries) in self.batch {
@@ -133,10 +137,11 @@ type AppendJob = (Plan, tokio::sync::oneshot::Sender<Result<Vec<Record>, StoreEr
 /// statement (each two thread switches), and its rows go through one prepared single-row insert.
 /// Appends are taken in the order sent, whether chained after the caller's heads or the stored ones.
 /// A caller that stops waiting does not cut a batch short: the thread commits or rolls it back
-/// either way. The thread ends when the store is closed or dropped.
+/// either way. The thread ends when the store is closed (which waits for it) or dropped.
 #[derive(Debug)]
 pub(crate) struct Appender {
     jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<AppendJob>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Appender {
@@ -147,25 +152,36 @@ impl Appender {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(sqlite_error)?;
             conn.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
-            // The journal mode (WAL) is the file's; the rest is the connection's own. Checkpoints
-            // are the store's checkpointer's, off the commits.
+            // The journal mode (WAL) is the file's; the rest is the connection's own, as on the
+            // store's dedicated sqlx connection. Checkpoints are the checkpointer's, bar the backstop.
             let synchronous = if synced { "FULL" } else { "NORMAL" };
-            conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"))
-                .map_err(sqlite_error)?;
+            conn.execute_batch(&format!(
+                "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+                 PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {};",
+                crate::backend::WAL_BACKSTOP_PAGES,
+                crate::backend::WAL_SIZE_LIMIT
+            ))
+            .map_err(sqlite_error)?;
             Ok(conn)
         };
         let first = open()?;
         let (jobs, queue) = std::sync::mpsc::channel::<AppendJob>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("audit-sqlite".to_owned())
             .spawn(move || {
                 let mut conn = Some(first);
                 while let Ok((plan, done)) = queue.recv() {
                     let outcome = match conn.take().map_or_else(&open, Ok) {
                         Ok(mut c) => {
-                            let outcome = plan.execute(&mut c);
+                            // A panic must not end the thread (every later append would fail): it
+                            // fails this batch, and the connection it left is not used again.
+                            let outcome =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.execute(&mut c)))
+                                    .unwrap_or_else(|_| {
+                                        Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
+                                    });
                             // A connection left inside a transaction (its rollback failed) is
-                            // not used again: the next batch opens a fresh one.
+                            // not used again either: the next batch opens a fresh one.
                             if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
                                 conn = Some(c);
                             }
@@ -177,7 +193,7 @@ impl Appender {
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the audit append thread: {e}")))?;
-        Ok(Some(Self { jobs: std::sync::Mutex::new(Some(jobs)) }))
+        Ok(Some(Self { jobs: std::sync::Mutex::new(Some(jobs)), thread: std::sync::Mutex::new(Some(thread)) }))
     }
 
     async fn append(&self, plan: Plan) -> Result<Vec<Record>, StoreError> {
@@ -188,10 +204,20 @@ impl Appender {
         outcome.await.map_err(|_| stopped())?
     }
 
-    /// Lets the thread end once it has answered what it was sent.
-    pub(crate) fn close(&self) {
+    /// Returns once every append sent before has committed or rolled back, so what a caller reads
+    /// next includes a commit it stopped waiting for.
+    async fn barrier(&self) -> Result<(), StoreError> {
+        self.append(Plan { batch: vec![], after: HashMap::new() }).await.map(|_| ())
+    }
+
+    /// Ends the thread once it has answered what it was sent, and waits for that.
+    pub(crate) async fn close(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }
@@ -317,7 +343,12 @@ impl Store {
     }
 
     /// Whether a stream already holds this entry (replaying a spool must not record it twice).
+    /// On a dedicated store, appends sent before (a commit its caller stopped waiting for) land
+    /// first: a record that was late is found, not written again.
     pub async fn audit_has(&self, stream: &str, e: &Entry) -> Result<bool, StoreError> {
+        if let Some(appender) = &self.appender {
+            appender.barrier().await?;
+        }
         let row: Option<(i64,)> = on_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT seq FROM audit_records WHERE correlation = $1 AND request = $2 AND time_ms = $3 \

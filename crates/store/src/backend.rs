@@ -36,7 +36,7 @@ impl Backend {
     /// `dedicated`: one connection, kept open, for a single task that uses the store in turn.
     pub(crate) async fn connect(url: &str, synced: bool, dedicated: bool) -> Result<Self, StoreError> {
         let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite(open_sqlite(url, synced, dedicated).await?)
+            Backend::Sqlite(open_sqlite(url, synced, if dedicated { Role::Dedicated } else { Role::Shared }).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres(open_postgres(url, dedicated).await?)
         } else {
@@ -95,7 +95,29 @@ fn is_sqlite_memory(url: &str) -> bool {
     database == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
 }
 
-async fn open_sqlite(url: &str, synced: bool, dedicated: bool) -> Result<SqlitePool, StoreError> {
+/// What a SQLite pool is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A pool of a few connections, for any caller.
+    Shared,
+    /// One connection kept open, for one task that uses the store in turn (the audit writer).
+    Dedicated,
+    /// A [`WalCheckpointer`]'s connection: never creates the file.
+    Checkpointer,
+}
+
+/// A dedicated writer leaves checkpoints to its [`WalCheckpointer`], but still checkpoints itself
+/// when the WAL passes this many pages (64 MiB at 4 KiB pages): a checkpoint that runs beside a
+/// writer rarely finds the whole WAL copied at the moment a commit starts, which is when SQLite
+/// starts the WAL over, so without this backstop the WAL grows for as long as commits keep coming.
+/// The backstop's checkpoint copies only what the checkpointer has not, then the WAL starts over;
+/// its fsync stalls the commit it runs in, so it is set high: at 10 000 records a second about
+/// once every four seconds (at 4 000 pages the audited gateway's worst latencies doubled).
+pub(crate) const WAL_BACKSTOP_PAGES: u32 = 16_000;
+/// After a checkpoint, a WAL file larger than this is truncated to it.
+pub(crate) const WAL_SIZE_LIMIT: u64 = 64 << 20;
+
+async fn open_sqlite(url: &str, synced: bool, role: Role) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
     if is_sqlite_memory(url) {
         // Every connection to `:memory:` would be a database of its own (sqlx names it for a shared
@@ -113,20 +135,26 @@ async fn open_sqlite(url: &str, synced: bool, dedicated: bool) -> Result<SqliteP
     if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
     }
-    let options = options.create_if_missing(true).journal_mode(SqliteJournalMode::Wal).synchronous(if synced {
-        SqliteSynchronous::Full
-    } else {
-        SqliteSynchronous::Normal
-    });
+    let options = options
+        .create_if_missing(role != Role::Checkpointer)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if synced { SqliteSynchronous::Full } else { SqliteSynchronous::Normal });
     // A dedicated connection keeps its page cache between transactions: in a pool, the next
     // transaction usually lands on another connection, which finds the file changed by the last
-    // one and must drop its cache and read the pages again. It does not checkpoint the WAL
-    // itself: a [`WalCheckpointer`] does, beside it.
-    let options = if dedicated { options.pragma("wal_autocheckpoint", "0") } else { options };
-    let pool = if dedicated {
-        SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
-    } else {
-        SqlitePoolOptions::new().max_connections(4)
+    // one and must drop its cache and read the pages again. It checkpoints the WAL only as a
+    // backstop: a [`WalCheckpointer`] does it beside it.
+    let options = match role {
+        Role::Dedicated => options
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string()),
+        Role::Shared | Role::Checkpointer => options,
+    };
+    let pool = match role {
+        Role::Dedicated => {
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+        }
+        Role::Shared => SqlitePoolOptions::new().max_connections(4),
+        Role::Checkpointer => SqlitePoolOptions::new().max_connections(1),
     };
     Ok(pool.acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?)
 }
@@ -137,10 +165,11 @@ const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Keeps a dedicated SQLite writer's checkpoints off its commits. SQLite checkpoints the WAL in
 /// whichever commit takes it past 1000 pages: that commit copies the pages into the database and
 /// fsyncs it while everyone waiting on it waits too (a third of the commit time at 32 records a
-/// commit, BENCHMARKS.md). The writer's connection has automatic checkpoints off; this task runs a
-/// passive checkpoint on a connection of its own every [`WAL_CHECKPOINT_EVERY`] (one that never
-/// waits for or blocks the writer, and does nothing when the WAL holds nothing new). It stops when
-/// the store it serves is dropped or closed.
+/// commit, BENCHMARKS.md). The writer's connections checkpoint only past [`WAL_BACKSTOP_PAGES`];
+/// this task runs a passive checkpoint on a connection of its own every [`WAL_CHECKPOINT_EVERY`]
+/// (one that never waits for or blocks the writer, and does nothing when the WAL holds nothing
+/// new), so the backstop's checkpoint finds little left to copy. It stops when the store it serves
+/// is dropped or closed.
 #[derive(Debug)]
 pub(crate) struct WalCheckpointer {
     pool: SqlitePool,
@@ -153,12 +182,13 @@ impl WalCheckpointer {
         if sqlite_file(url)?.is_none() {
             return Ok(None);
         }
-        let pool = open_sqlite(url, synced, false).await?;
+        let pool = open_sqlite(url, synced, Role::Checkpointer).await?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let checkpoints = pool.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
@@ -166,8 +196,18 @@ impl WalCheckpointer {
                         if checkpoints.is_closed() {
                             break;
                         }
-                        // A failure (the file gone, the disk full) shows on the writer's own commits.
-                        let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpoints).await;
+                        // Said once per change: the writer's backstop keeps the WAL bounded meanwhile.
+                        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpoints).await {
+                            Ok(_) if failing => {
+                                failing = false;
+                                tracing::info!("audit WAL checkpoints work again");
+                            }
+                            Err(e) if !failing => {
+                                failing = true;
+                                tracing::warn!(error = %StoreError::from(e), "audit WAL checkpoint failed; the writer checkpoints itself meanwhile");
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }

@@ -228,6 +228,9 @@ async fn appending_after_a_stale_head_conflicts_and_writes_nothing(db: TestDb) {
     // The same (now stale) head again: refused, nothing written.
     let stale = writer.append_audit_after(&[("gw/calls".to_owned(), vec![entry(3, "a", "t", "ok")])], &mine).await;
     assert!(matches!(stale, Err(portcullis_store::StoreError::Conflict { .. })), "{stale:?}");
+    // A store of the shared kind (its own transaction path) refuses the same.
+    let stale = store.append_audit_after(&[("gw/calls".to_owned(), vec![entry(3, "a", "t", "ok")])], &mine).await;
+    assert!(matches!(stale, Err(portcullis_store::StoreError::Conflict { .. })), "{stale:?}");
     assert_eq!(store.audit_records("gw/calls", 1, 10).await.expect("records").len(), 2);
     assert_eq!(store.audit_head("gw/calls").await.expect("head"), (2, second[0].hash.clone()));
     assert!(store.verify_audit("gw/calls", &[]).await.expect("verify").ok());
