@@ -54,10 +54,6 @@ impl Plan {
     /// the chain was computed (or nothing is written: [`StoreError::Conflict`]), then the rows go
     /// in. Dropping the transaction on an error rolls it back.
     fn execute(self, conn: &mut rusqlite::Connection) -> Result<Vec<Record>, StoreError> {
-        if self.batch.iter().all(|(_, e)| e.is_empty()) {
-            // Nothing to write (a barrier: everything sent before it has been answered).
-            return Ok(vec![]);
-        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite_error)?;
         let mut out = Vec::with_capacity(self.batch.iter().map(|(_, e)| e.len()).sum());
         for (stream, entries) in self.batch {
@@ -171,21 +167,29 @@ impl Appender {
             .spawn(move || {
                 let mut conn = Some(first);
                 while let Ok((plan, done)) = queue.recv() {
+                    if plan.batch.iter().all(|(_, e)| e.is_empty()) {
+                        // A barrier: everything sent before it has been answered.
+                        let _ = done.send(Ok(vec![]));
+                        continue;
+                    }
                     let outcome = match conn.take().map_or_else(&open, Ok) {
                         Ok(mut c) => {
                             // A panic must not end the thread (every later append would fail): it
                             // fails this batch, and the connection it left is not used again.
-                            let outcome =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.execute(&mut c)))
-                                    .unwrap_or_else(|_| {
-                                        Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
-                                    });
-                            // A connection left inside a transaction (its rollback failed) is
-                            // not used again either: the next batch opens a fresh one.
-                            if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
-                                conn = Some(c);
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.execute(&mut c))) {
+                                Ok(outcome) => {
+                                    // A connection left inside a transaction (its rollback failed)
+                                    // is not used again either: the next batch opens a fresh one.
+                                    if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
+                                        conn = Some(c);
+                                    }
+                                    outcome
+                                }
+                                Err(_) => {
+                                    tracing::error!("an audit append panicked; its batch failed");
+                                    Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
+                                }
                             }
-                            outcome
                         }
                         Err(e) => Err(e),
                     };
@@ -199,8 +203,14 @@ impl Appender {
     async fn append(&self, plan: Plan) -> Result<Vec<Record>, StoreError> {
         let stopped = || StoreError::Backend("the audit append thread has stopped".to_owned());
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let jobs = self.jobs.lock().map_err(|_| stopped())?.clone().ok_or_else(stopped)?;
-        jobs.send((plan, done)).map_err(|_| stopped())?;
+        // Sent under the lock, so no sender outlives this call and `close` finds the thread ending.
+        self.jobs
+            .lock()
+            .map_err(|_| stopped())?
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send((plan, done))
+            .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 

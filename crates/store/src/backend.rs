@@ -107,13 +107,17 @@ enum Role {
 }
 
 /// A dedicated writer leaves checkpoints to its [`WalCheckpointer`], but still checkpoints itself
-/// when the WAL passes this many pages (64 MiB at 4 KiB pages): a checkpoint that runs beside a
+/// when the WAL passes this many pages (~62 MiB at 4 KiB pages): a checkpoint that runs beside a
 /// writer rarely finds the whole WAL copied at the moment a commit starts, which is when SQLite
 /// starts the WAL over, so without this backstop the WAL grows for as long as commits keep coming.
 /// The backstop's checkpoint copies only what the checkpointer has not, then the WAL starts over;
 /// its fsync stalls the commit it runs in, so it is set high: at 10 000 records a second about
-/// once every four seconds (at 4 000 pages the audited gateway's worst latencies doubled).
+/// once every four seconds (at 4 000 pages the audited gateway's worst latencies doubled). Unit
+/// tests use a small one, so that they need not write hundreds of megabytes to cross it.
+#[cfg(not(test))]
 pub(crate) const WAL_BACKSTOP_PAGES: u32 = 16_000;
+#[cfg(test)]
+pub(crate) const WAL_BACKSTOP_PAGES: u32 = 1_000;
 /// After a checkpoint, a WAL file larger than this is truncated to it.
 pub(crate) const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
@@ -166,10 +170,12 @@ const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// whichever commit takes it past 1000 pages: that commit copies the pages into the database and
 /// fsyncs it while everyone waiting on it waits too (a third of the commit time at 32 records a
 /// commit, BENCHMARKS.md). The writer's connections checkpoint only past [`WAL_BACKSTOP_PAGES`];
-/// this task runs a passive checkpoint on a connection of its own every [`WAL_CHECKPOINT_EVERY`]
-/// (one that never waits for or blocks the writer, and does nothing when the WAL holds nothing
-/// new), so the backstop's checkpoint finds little left to copy. It stops when the store it serves
-/// is dropped or closed.
+/// this task runs a passive checkpoint on a connection of its own [`WAL_CHECKPOINT_EVERY`] after
+/// the last one ended (it never waits for the writer, and does nothing when the WAL holds nothing
+/// new), so the backstop's checkpoint finds little left to copy. While it runs, the writer's own
+/// checkpoint cannot (SQLite skips it): it never runs back to back, and it stands aside for a
+/// round when the WAL nears the backstop, so the writer's checkpoint gets its turn and the WAL
+/// starts over. It stops when the store it serves is dropped or closed.
 #[derive(Debug)]
 pub(crate) struct WalCheckpointer {
     pool: SqlitePool,
@@ -186,27 +192,32 @@ impl WalCheckpointer {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let checkpoints = pool.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
+            let mut stand_aside = false;
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tick.tick() => {
-                        if checkpoints.is_closed() {
-                            break;
+                    () = tokio::time::sleep(WAL_CHECKPOINT_EVERY) => {}
+                }
+                if std::mem::take(&mut stand_aside) {
+                    continue;
+                }
+                // Rows: busy, pages in the WAL, pages copied. Failures are said once per change:
+                // the writer's backstop keeps the WAL bounded meanwhile.
+                match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&checkpoints)
+                    .await
+                {
+                    Ok((_, wal_pages, _)) => {
+                        stand_aside = wal_pages >= i64::from(WAL_BACKSTOP_PAGES) * 3 / 4;
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("audit WAL checkpoints work again");
                         }
-                        // Said once per change: the writer's backstop keeps the WAL bounded meanwhile.
-                        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpoints).await {
-                            Ok(_) if failing => {
-                                failing = false;
-                                tracing::info!("audit WAL checkpoints work again");
-                            }
-                            Err(e) if !failing => {
-                                failing = true;
-                                tracing::warn!(error = %StoreError::from(e), "audit WAL checkpoint failed; the writer checkpoints itself meanwhile");
-                            }
-                            _ => {}
+                    }
+                    Err(sqlx::Error::PoolClosed) => break,
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %StoreError::from(e), "audit WAL checkpoint failed; the writer checkpoints itself meanwhile");
                         }
                     }
                 }
