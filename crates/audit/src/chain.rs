@@ -92,4 +92,14 @@ mod tests {
         assert_eq!(second.prev_hash, first.hash);
         assert_eq!(second.hash, link(&first.hash, &second.digest));
     }
+
+    #[test]
+    fn chaining_several_is_chaining_each_after_the_last() {
+        let head = Record::chain("s", 0, GENESIS, entry(1));
+        let all = Record::chain_all("s", head.seq, &head.hash, [entry(2), entry(3)]);
+        let second = Record::chain("s", head.seq, &head.hash, entry(2));
+        let third = Record::chain("s", second.seq, &second.hash, entry(3));
+        assert_eq!(all, [second, third]);
+        assert!(Record::chain_all("s", 0, GENESIS, []).is_empty());
+    }
 }

@@ -53,6 +53,24 @@ impl Record {
         let hash = crate::chain::link(head_hash, &digest);
         Record { stream: stream.to_owned(), seq, entry, digest, prev_hash: head_hash.to_owned(), hash }
     }
+
+    /// Puts entries one after the other after a stream's current head.
+    pub fn chain_all(
+        stream: &str,
+        head_seq: i64,
+        head_hash: &str,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Vec<Record> {
+        let mut out: Vec<Record> = Vec::new();
+        for entry in entries {
+            let record = match out.last() {
+                Some(last) => Record::chain(stream, last.seq, &last.hash, entry),
+                None => Record::chain(stream, head_seq, head_hash, entry),
+            };
+            out.push(record);
+        }
+        out
+    }
 }
 
 /// A call entry for tests, distinct for each `n`.

@@ -72,18 +72,15 @@ impl Plan {
                 }
             };
             let first = out.len();
-            let (mut seq, mut hash) = (from_seq, from_hash.clone());
-            for entry in entries {
-                let record = Record::chain(&stream, seq, &hash, entry);
-                seq = record.seq;
-                hash.clone_from(&record.hash);
-                out.push(record);
-            }
+            out.extend(Record::chain_all(&stream, from_seq, &from_hash, entries));
+            let Some(last) = out.last() else { continue };
             let moved = tx
                 .prepare_cached(
                     "UPDATE audit_heads SET seq = ?2, hash = ?3 WHERE stream = ?1 AND seq = ?4 AND hash = ?5",
                 )
-                .and_then(|mut update| update.execute(rusqlite::params![stream, seq, hash, from_seq, from_hash]))
+                .and_then(|mut update| {
+                    update.execute(rusqlite::params![stream, last.seq, last.hash, from_seq, from_hash])
+                })
                 .map_err(sqlite_error)?;
             if moved != 1 {
                 return Err(StoreError::Conflict { what: format!("audit stream {stream}") });
@@ -277,7 +274,7 @@ impl Store {
         in_tx!(self, |tx| {
             for (stream, entries) in batch.iter().filter(|(_, e)| !e.is_empty()) {
                 let first = out.len();
-                let (mut seq, mut hash) = match after.get(stream) {
+                let (from_seq, from_hash) = match after.get(stream) {
                     Some(known) => known.clone(),
                     None => {
                         let lock = if self.backend_name() == "postgres" { " FOR UPDATE" } else { "" };
@@ -301,13 +298,8 @@ impl Store {
                         }
                     }
                 };
-                let (from_seq, from_hash) = (seq, hash.clone());
-                for entry in entries {
-                    let record = Record::chain(stream, seq, &hash, entry.clone());
-                    seq = record.seq;
-                    hash.clone_from(&record.hash);
-                    out.push(record);
-                }
+                out.extend(Record::chain_all(stream, from_seq, &from_hash, entries.iter().cloned()));
+                let Some(last) = out.last() else { continue };
                 // The head moves only from where the chain was computed: the row lock this takes
                 // makes concurrent writers on the stream take turns, and a writer whose idea of the
                 // head is stale changes nothing.
@@ -315,8 +307,8 @@ impl Store {
                     "UPDATE audit_heads SET seq = $2, hash = $3 WHERE stream = $1 AND seq = $4 AND hash = $5",
                 )
                 .bind(stream)
-                .bind(seq)
-                .bind(&hash)
+                .bind(last.seq)
+                .bind(&last.hash)
                 .bind(from_seq)
                 .bind(&from_hash)
                 .execute(&mut *tx)
