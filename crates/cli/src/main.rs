@@ -100,10 +100,18 @@ fn main() -> ExitCode {
         Command::Serve { config, .. } | Command::Stdio { config, .. } => Some(Config::load(config)),
         _ => None,
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.as_ref().and_then(|c| c.as_ref().ok()).and_then(|c| c.gateway.worker_threads) {
-        builder.worker_threads(threads);
-    }
+    let threads = config.as_ref().and_then(|c| c.as_ref().ok()).and_then(|c| c.gateway.worker_threads);
+    // `serve` runs one single-threaded runtime per serving thread (this is the first; see
+    // `downstream::threads`); the other commands share one work-stealing runtime.
+    let mut builder = if matches!(cli.command, Command::Serve { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = threads {
+            builder.worker_threads(threads);
+        }
+        builder
+    };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -186,8 +194,13 @@ async fn run(cli: Cli, config: Option<Result<Config, ConfigError>>) -> anyhow::R
                 ),
                 None => None,
             };
+            // One serving thread per core unless configured.
+            let threads = c
+                .gateway
+                .worker_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
             let gateway = Gateway::start(c).await?;
-            tracing::info!(workers = tokio::runtime::Handle::current().metrics().num_workers(), "runtime started");
+            tracing::info!(workers = threads, "runtime started");
             let listener = tokio::net::TcpListener::bind(settings.address)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.address))?;
@@ -217,7 +230,7 @@ async fn run(cli: Cli, config: Option<Result<Config, ConfigError>>) -> anyhow::R
             };
             eprintln!("portcullis listening on http://{local}");
             let app = downstream::http::router(Arc::clone(&gateway), settings, auth);
-            let served = downstream::http::serve(listener, app, stop.clone()).await;
+            let served = downstream::threads::serve_on_threads(listener, app, stop.clone(), threads).await;
             stop.cancel();
             if let Some((state, task)) = admin {
                 match task.await {

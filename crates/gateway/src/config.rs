@@ -304,7 +304,7 @@ pub struct RawGateway {
     /// The largest message accepted from an upstream, in bytes.
     #[serde(default = "default_message")]
     pub max_message_bytes: usize,
-    /// Runtime worker threads; absent: one per core (or `TOKIO_WORKER_THREADS`).
+    /// Threads serving host connections (each with a runtime of its own); absent: one per core.
     pub worker_threads: Option<Spanned<usize>>,
 }
 
@@ -658,7 +658,7 @@ pub struct GatewaySettings {
     pub probe_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
-    /// The runtime's worker threads (`None`: tokio's default, one per core).
+    /// Threads serving host connections (`None`: one per core).
     pub worker_threads: Option<usize>,
 }
 

@@ -3,3 +3,4 @@
 pub mod http;
 pub mod listen;
 pub mod stdio;
+pub mod threads;

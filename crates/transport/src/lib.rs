@@ -15,6 +15,7 @@ pub mod link;
 pub mod pending;
 mod pool;
 mod shaping;
+pub mod shard;
 pub mod sse;
 pub mod stdio;
 

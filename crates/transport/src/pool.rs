@@ -20,7 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per upstream; more are closed when returned.
+/// Idle connections kept per upstream and serving thread; more are closed when returned.
 const MAX_IDLE: usize = 512;
 /// An idle connection older than this is closed rather than reused (servers close theirs too).
 const IDLE_FOR: Duration = Duration::from_secs(90);
@@ -49,36 +49,45 @@ pub(crate) struct Pool {
     /// What `TcpStream::connect` resolves.
     authority: String,
     connect_timeout: Duration,
-    /// Oldest at the front; connections are taken from the back (the warmest).
-    idle: Mutex<VecDeque<Idle>>,
+    /// Per serving thread (see [`crate::shard`]): oldest at the front; connections are taken
+    /// from the back (the warmest).
+    idle: Mutex<Vec<VecDeque<Idle>>>,
 }
 
 impl Pool {
     pub(crate) fn new(authority: String, connect_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { authority, connect_timeout, idle: Mutex::new(VecDeque::new()) })
+        Arc::new(Self { authority, connect_timeout, idle: Mutex::new(Vec::new()) })
     }
 
-    fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
+    /// An idle connection opened on the calling thread (see [`crate::shard`]), the warmest first.
+    fn take(&self) -> Option<(SendRequest<Full<Bytes>>, usize)> {
+        let shard = crate::shard::current();
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(c) = idle.pop_back() {
+        let list = idle.get_mut(shard)?;
+        while let Some(c) = list.pop_back() {
             if !c.sender.is_closed() && c.since.elapsed() < IDLE_FOR {
-                return Some(c.sender);
+                return Some((c.sender, shard));
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<Full<Bytes>>) {
+    /// Returns a connection to the idle list of the thread that opened it.
+    fn put(&self, sender: SendRequest<Full<Bytes>>, shard: usize) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The oldest are closed once they have idled too long, even when nothing takes them.
-        while idle.front().is_some_and(|c| c.sender.is_closed() || c.since.elapsed() >= IDLE_FOR) {
-            idle.pop_front();
+        if idle.len() <= shard {
+            idle.resize_with(shard + 1, VecDeque::new);
         }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: Instant::now() });
+        let list = &mut idle[shard];
+        // The oldest are closed once they have idled too long, even when nothing takes them.
+        while list.front().is_some_and(|c| c.sender.is_closed() || c.since.elapsed() >= IDLE_FOR) {
+            list.pop_front();
+        }
+        if list.len() < MAX_IDLE {
+            list.push_back(Idle { sender, since: Instant::now() });
         }
     }
 
@@ -104,9 +113,10 @@ impl Pool {
         mut req: Request<Full<Bytes>>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         loop {
-            let (mut sender, reused) = match self.take() {
-                Some(s) => (s, true),
-                None => (self.connect().await?, false),
+            // A new connection's driver task runs on the calling thread: so does its idle list.
+            let (mut sender, shard, reused) = match self.take() {
+                Some((s, shard)) => (s, shard, true),
+                None => (self.connect().await?, crate::shard::current(), false),
             };
             let wait = if reused { READY_WAIT } else { self.connect_timeout };
             if !matches!(tokio::time::timeout(wait, sender.ready()).await, Ok(Ok(()))) {
@@ -116,7 +126,7 @@ impl Pool {
                 return Err(PoolError::Connect);
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { pool: Arc::clone(self), sender: Some(sender) })),
+                Ok(resp) => return Ok((resp, Lease { pool: Arc::clone(self), sender: Some(sender), shard })),
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => req = back,
                     _ => return Err(PoolError::Request),
@@ -131,12 +141,14 @@ impl Pool {
 pub(crate) struct Lease {
     pool: Arc<Pool>,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// The serving thread whose idle list the connection belongs to.
+    shard: usize,
 }
 
 impl Lease {
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.pool.put(sender);
+            self.pool.put(sender, self.shard);
         }
     }
 }
@@ -276,6 +288,28 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn each_serving_thread_reuses_only_the_connections_it_opened() {
+        let (addr, accepted) = server(false).await;
+        let pool = Pool::new(addr.clone(), Duration::from_secs(2));
+        let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        // Thread 0 opens one and gets it back; thread 1 must open its own (its driver task runs
+        // where it was opened), then reuses that one, as thread 0 still reuses its own.
+        assert_eq!(read_all(&pool, &addr).await, "ok");
+        assert_eq!(read_all(&pool, &addr).await, "ok");
+        assert_eq!(count(), 1);
+        crate::shard::enter(1);
+        assert_eq!(read_all(&pool, &addr).await, "ok");
+        assert_eq!(count(), 2);
+        assert_eq!(read_all(&pool, &addr).await, "ok");
+        assert_eq!(count(), 2);
+        crate::shard::enter(0);
+        assert_eq!(read_all(&pool, &addr).await, "ok");
+        assert_eq!(count(), 2);
+        let idle = pool.idle.lock().map(|lists| lists.iter().map(VecDeque::len).collect::<Vec<_>>());
+        assert_eq!(idle.ok(), Some(vec![1, 1]));
     }
 
     #[tokio::test]
