@@ -55,16 +55,6 @@ impl Plan {
     /// in. Dropping the transaction on an error rolls it back.
     fn execute(self, conn: &mut rusqlite::Connection) -> Result<Vec<Record>, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite_error)?;
-        self.write(tx)
-    }
-
-    /// Records in the batch.
-    fn len(&self) -> usize {
-        self.batch.iter().map(|(_, e)| e.len()).sum()
-    }
-
-    /// The rest of [`Plan::execute`], in a transaction that holds the write lock.
-    fn write(self, tx: rusqlite::Transaction<'_>) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::with_capacity(self.batch.iter().map(|(_, e)| e.len()).sum());
         for (stream, entries) in self.batch {
             if entries.is_empty() {
@@ -135,73 +125,23 @@ fn sqlite_error(e: rusqlite::Error) -> StoreError {
 /// A job for the [`Appender`]'s thread and where its outcome goes.
 type AppendJob = (Plan, tokio::sync::oneshot::Sender<Result<Vec<Record>, StoreError>>);
 
-/// Opens the append connection (again, after one was given up).
-type Opener = Box<dyn Fn() -> Result<rusqlite::Connection, StoreError> + Send + Sync>;
-
-/// At most this many records are committed on the caller's own thread (see [`Appender`]).
-const INLINE_RECORDS: usize = 4;
-
-/// The append connection and how to open another.
-struct Connection {
-    conn: Option<rusqlite::Connection>,
-    open: Opener,
-}
-
-impl Connection {
-    /// Runs `f` on the connection (opened first if there is none). A connection left inside a
-    /// transaction (its rollback failed) is not used again, nor one that a panic left: a panic
-    /// fails this batch alone.
-    fn with<T>(&mut self, f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut c = match self.conn.take() {
-            Some(c) => c,
-            None => (self.open)()?,
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut c))) {
-            Ok(outcome) => {
-                if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
-                    self.conn = Some(c);
-                }
-                outcome
-            }
-            Err(_) => {
-                tracing::error!("an audit append panicked; its batch failed");
-                Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
-            }
-        }
-    }
-}
-
-/// A dedicated SQLite store's appends, through a synchronous connection: a batch is one call into
-/// SQLite, not a round trip to sqlx's connection thread per statement (each two thread switches),
-/// and its rows go through one prepared single-row insert. A batch runs on a thread of its own,
-/// or, when it is small, nothing is queued before it, the write lock is free at once and commits do
-/// not wait for the disk (`synchronous = NORMAL`), on the caller's thread: the few tens of
-/// microseconds of one record's commit cost less than the two thread wake-ups of the hand-off there
-/// and back. Appends are taken in the order sent, whether chained after the caller's heads or the
-/// stored ones. A caller that stops waiting does not cut a queued batch short: the thread commits or
-/// rolls it back either way. The thread ends when the store is closed (which waits for it) or
-/// dropped.
+/// A dedicated SQLite store's appends, on a thread of their own that holds a synchronous
+/// connection: a batch is one call into SQLite, not a round trip to sqlx's connection thread per
+/// statement (each two thread switches), and its rows go through one prepared single-row insert.
+/// Appends are taken in the order sent, whether chained after the caller's heads or the stored ones.
+/// A caller that stops waiting does not cut a batch short: the thread commits or rolls it back
+/// either way. The thread ends when the store is closed (which waits for it) or dropped.
+#[derive(Debug)]
 pub(crate) struct Appender {
-    conn: std::sync::Arc<std::sync::Mutex<Connection>>,
-    /// Batches sent to the thread and not yet answered.
-    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Whether small batches may commit on the caller's thread (not when every commit syncs).
-    pub(crate) inline: bool,
     jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<AppendJob>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for Appender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Appender").field("inline", &self.inline).finish_non_exhaustive()
-    }
 }
 
 impl Appender {
     /// For a dedicated store on a SQLite file (created and migrated already); `None` otherwise.
     pub(crate) fn start(url: &str, synced: bool) -> Result<Option<Self>, StoreError> {
         let Some(path) = crate::backend::sqlite_file(url)? else { return Ok(None) };
-        let open: Opener = Box::new(move || {
+        let open = move || -> Result<rusqlite::Connection, StoreError> {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(sqlite_error)?;
             conn.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
@@ -216,103 +156,59 @@ impl Appender {
             ))
             .map_err(sqlite_error)?;
             Ok(conn)
-        });
+        };
         let first = open()?;
-        let conn = std::sync::Arc::new(std::sync::Mutex::new(Connection { conn: Some(first), open }));
-        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (jobs, queue) = std::sync::mpsc::channel::<AppendJob>();
-        let (shared, pending) = (std::sync::Arc::clone(&conn), std::sync::Arc::clone(&queued));
         let thread = std::thread::Builder::new()
             .name("audit-sqlite".to_owned())
             .spawn(move || {
+                let mut conn = Some(first);
                 while let Ok((plan, done)) = queue.recv() {
-                    let outcome = if plan.batch.iter().all(|(_, e)| e.is_empty()) {
+                    if plan.batch.iter().all(|(_, e)| e.is_empty()) {
                         // A barrier: everything sent before it has been answered.
-                        Ok(vec![])
-                    } else {
-                        match shared.lock() {
-                            Ok(mut conn) => conn.with(|c| plan.execute(c)),
-                            Err(_) => Err(StoreError::Backend("the audit append connection was lost".to_owned())),
+                        let _ = done.send(Ok(vec![]));
+                        continue;
+                    }
+                    let outcome = match conn.take().map_or_else(&open, Ok) {
+                        Ok(mut c) => {
+                            // A panic must not end the thread (every later append would fail): it
+                            // fails this batch, and the connection it left is not used again.
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.execute(&mut c))) {
+                                Ok(outcome) => {
+                                    // A connection left inside a transaction (its rollback failed)
+                                    // is not used again either: the next batch opens a fresh one.
+                                    if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
+                                        conn = Some(c);
+                                    }
+                                    outcome
+                                }
+                                Err(_) => {
+                                    tracing::error!("an audit append panicked; its batch failed");
+                                    Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
+                                }
+                            }
                         }
+                        Err(e) => Err(e),
                     };
-                    // Counted down before the answer, so the caller's next batch sees none queued.
-                    pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     let _ = done.send(outcome);
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the audit append thread: {e}")))?;
-        Ok(Some(Self {
-            conn,
-            queued,
-            inline: !synced,
-            jobs: std::sync::Mutex::new(Some(jobs)),
-            thread: std::sync::Mutex::new(Some(thread)),
-        }))
+        Ok(Some(Self { jobs: std::sync::Mutex::new(Some(jobs)), thread: std::sync::Mutex::new(Some(thread)) }))
     }
 
     async fn append(&self, plan: Plan) -> Result<Vec<Record>, StoreError> {
-        let plan = match self.try_inline(plan) {
-            Ok(outcome) => return outcome,
-            Err(plan) => plan,
-        };
         let stopped = || StoreError::Backend("the audit append thread has stopped".to_owned());
         let (done, outcome) = tokio::sync::oneshot::channel();
-        {
-            // Sent under the lock, so no sender outlives this call and `close` finds the thread ending.
-            let jobs = self.jobs.lock().map_err(|_| stopped())?;
-            let jobs = jobs.as_ref().ok_or_else(stopped)?;
-            self.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            if jobs.send((plan, done)).is_err() {
-                self.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                return Err(stopped());
-            }
-        }
+        // Sent under the lock, so no sender outlives this call and `close` finds the thread ending.
+        self.jobs
+            .lock()
+            .map_err(|_| stopped())?
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send((plan, done))
+            .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
-    }
-
-    /// Commits a small batch on the calling thread when nothing waits before it and the write lock
-    /// is free at once; gives the plan back otherwise (it then goes to the thread, which waits for
-    /// the lock as long as the store's busy timeout allows).
-    fn try_inline(&self, plan: Plan) -> Result<Result<Vec<Record>, StoreError>, Plan> {
-        // A barrier (no records) always goes to the thread: it must wait for an inline commit too.
-        if !self.inline
-            || plan.len() == 0
-            || plan.len() > INLINE_RECORDS
-            || self.queued.load(std::sync::atomic::Ordering::Acquire) != 0
-            || self.jobs.lock().map_or(true, |jobs| jobs.is_none())
-        {
-            return Err(plan);
-        }
-        let Ok(mut conn) = self.conn.try_lock() else { return Err(plan) };
-        let mut back = None;
-        let outcome = conn.with(|c| {
-            c.busy_timeout(std::time::Duration::ZERO).map_err(sqlite_error)?;
-            // A shared borrow (the transaction's drop still rolls back), so the error path below can
-            // restore the busy timeout.
-            let begun = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate);
-            let tx = match begun {
-                Ok(tx) => tx,
-                Err(e) => {
-                    c.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
-                    return match e {
-                        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
-                            back = Some(plan);
-                            Ok(None)
-                        }
-                        e => Err(sqlite_error(e)),
-                    };
-                }
-            };
-            // Restored before anything else can fail: the thread's batches wait for the lock.
-            tx.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
-            plan.write(tx).map(Some)
-        });
-        match (outcome, back) {
-            (Ok(Some(records)), _) => Ok(Ok(records)),
-            (Ok(None), Some(plan)) => Err(plan),
-            (Ok(None), None) => Ok(Err(StoreError::Backend("the audit append lost its batch".to_owned()))),
-            (Err(e), _) => Ok(Err(e)),
-        }
     }
 
     /// Returns once every append sent before has committed or rolled back, so what a caller reads

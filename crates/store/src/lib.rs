@@ -238,30 +238,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_small_append_commits_on_the_callers_thread_when_the_lock_is_free() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = dedicated(&dir.path().join("audit.db")).await;
-        // Done within its first poll: no hand-off to the append thread and back.
-        let one = [("s".to_owned(), vec![audit_entry(1, 10)])];
-        let mut appending = std::pin::pin!(store.append_audit(&one));
-        let std::task::Poll::Ready(records) = futures::poll!(appending.as_mut()) else {
-            panic!("a one-record append waited for the append thread")
-        };
-        assert_eq!(records.unwrap_or_else(|e| panic!("{e}")).iter().map(|r| r.seq).collect::<Vec<_>>(), [1]);
-        // A larger batch goes through the thread and lands after it, in order.
-        let more = [("s".to_owned(), (2..12).map(|i| audit_entry(i, 10)).collect())];
-        let records = store.append_audit(&more).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(records.first().map(|r| r.seq), Some(2));
-        store.close().await;
-        // Not when every commit waits for the disk: the caller's thread must not.
-        let synced = Store::connect_dedicated(&format!("sqlite://{}", dir.path().join("synced.db").display()), true)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(synced.appender.as_ref().is_some_and(|a| !a.inline));
-        synced.close().await;
-    }
-
-    #[tokio::test]
     async fn in_memory_sqlite_keeps_its_data_across_calls() {
         let store = Store::connect("sqlite::memory:").await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.backend_name(), "sqlite");
