@@ -304,7 +304,8 @@ pub struct RawGateway {
     /// The largest message accepted from an upstream, in bytes.
     #[serde(default = "default_message")]
     pub max_message_bytes: usize,
-    /// Threads serving host connections (each with a runtime of its own); absent: one per core.
+    /// `serve`: threads serving host connections, each with a runtime of its own; `stdio`: the
+    /// runtime's worker threads. Absent: one per core.
     pub worker_threads: Option<Spanned<usize>>,
 }
 
@@ -658,7 +659,8 @@ pub struct GatewaySettings {
     pub probe_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
-    /// Threads serving host connections (`None`: one per core).
+    /// Threads serving host connections (`serve`) or the runtime's workers (`stdio`); `None`: one
+    /// per core.
     pub worker_threads: Option<usize>,
 }
 

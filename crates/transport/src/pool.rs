@@ -81,11 +81,14 @@ impl Pool {
         if idle.len() <= shard {
             idle.resize_with(shard + 1, VecDeque::new);
         }
-        let list = &mut idle[shard];
-        // The oldest are closed once they have idled too long, even when nothing takes them.
-        while list.front().is_some_and(|c| c.sender.is_closed() || c.since.elapsed() >= IDLE_FOR) {
-            list.pop_front();
+        // The oldest are closed once they have idled too long, even when nothing takes them (nor
+        // from a thread that no longer uses this upstream).
+        for list in idle.iter_mut() {
+            while list.front().is_some_and(|c| c.sender.is_closed() || c.since.elapsed() >= IDLE_FOR) {
+                list.pop_front();
+            }
         }
+        let list = &mut idle[shard];
         if list.len() < MAX_IDLE {
             list.push_back(Idle { sender, since: Instant::now() });
         }
@@ -308,8 +311,17 @@ mod tests {
         crate::shard::enter(0);
         assert_eq!(read_all(&pool, &addr).await, "ok");
         assert_eq!(count(), 2);
-        let idle = pool.idle.lock().map(|lists| lists.iter().map(VecDeque::len).collect::<Vec<_>>());
-        assert_eq!(idle.ok(), Some(vec![1, 1]));
+        let idle = || pool.idle.lock().map(|lists| lists.iter().map(VecDeque::len).collect::<Vec<_>>()).ok();
+        assert_eq!(idle(), Some(vec![1, 1]));
+        // A response read to its end elsewhere returns the connection to the list of the thread
+        // that opened it.
+        crate::shard::enter(1);
+        let (resp, lease) = pool.send(get(&addr)).await.expect("send");
+        crate::shard::enter(0);
+        let mut body = PooledBody::new(resp.into_body(), lease);
+        while body.chunk().await.is_some() {}
+        assert_eq!(idle(), Some(vec![1, 1]));
+        assert_eq!(count(), 2);
     }
 
     #[tokio::test]

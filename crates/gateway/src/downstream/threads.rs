@@ -93,8 +93,9 @@ async fn serve(listener: Handed, app: Router, stop: CancellationToken) -> io::Re
 }
 
 /// Accepts connections and hands each to the serving thread with the fewest open (the first of
-/// them on a tie), until `stop` is cancelled.
-async fn accept(listener: TcpListener, shards: Vec<Shard>, stop: CancellationToken) {
+/// them on a tie), until `stop` is cancelled. A thread that has stopped is passed over from then
+/// on; when none is left, the gateway stops.
+async fn accept(listener: TcpListener, mut shards: Vec<Shard>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -114,15 +115,28 @@ async fn accept(listener: TcpListener, shards: Vec<Shard>, stop: CancellationTok
         };
         // Without TCP_NODELAY a streamed response's small writes wait on the host's delayed ACK.
         let _ = stream.set_nodelay(true);
-        let Some(shard) = shards.iter().min_by_key(|s| s.open.load(Ordering::Relaxed)) else { return };
         // Leaving this runtime's reactor: the serving thread registers it with its own.
-        let Ok(stream) = stream.into_std() else { continue };
-        shard.open.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError((_, _, open))) =
-            shard.connections.send((stream, peer, Arc::clone(&shard.open)))
-        {
-            // That thread has stopped serving (the connection is closed with the message).
-            open.fetch_sub(1, Ordering::Relaxed);
+        let Ok(mut stream) = stream.into_std() else { continue };
+        loop {
+            // Ties go to the first thread: at one host, the audit writer's thread is the host's.
+            let Some(index) = (0..shards.len()).min_by_key(|&i| shards[i].open.load(Ordering::Relaxed)) else {
+                // Every serving thread has stopped: so does the gateway.
+                tracing::error!("no serving thread is left");
+                stop.cancel();
+                return;
+            };
+            let shard = &shards[index];
+            shard.open.fetch_add(1, Ordering::Relaxed);
+            match shard.connections.send((stream, peer, Arc::clone(&shard.open))) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError((back, _, open))) => {
+                    // That thread has stopped serving (it failed): the others take its share.
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::error!(thread = index, "a serving thread has stopped; its share goes to the others");
+                    shards.remove(index);
+                    stream = back;
+                }
+            }
         }
     }
 }
@@ -234,6 +248,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_thread_that_stopped_is_passed_over_and_the_gateway_stops_with_the_last() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Thread 0 has stopped (its receiver is gone) and would win on count; thread 1 is busier.
+        let (dead, gone) = mpsc::unbounded_channel();
+        drop(gone);
+        let (alive, mut serving) = mpsc::unbounded_channel();
+        let busy = Arc::new(AtomicUsize::new(5));
+        let shards = vec![
+            Shard { connections: dead, open: Arc::new(AtomicUsize::new(0)) },
+            Shard { connections: alive, open: Arc::clone(&busy) },
+        ];
+        let stop = CancellationToken::new();
+        let acceptor = tokio::spawn(accept(listener, shards, stop.clone()));
+        let first = TcpStream::connect(addr).await.expect("connect");
+        let handed = tokio::time::timeout(Duration::from_secs(5), serving.recv()).await;
+        let Ok(Some((stream, peer, _))) = handed else { panic!("the connection was not handed to the live thread") };
+        assert_eq!(peer, first.local_addr().expect("local"));
+        assert_eq!(busy.load(Ordering::Relaxed), 6);
+        drop(stream);
+        // With no thread left, the next connection stops the gateway.
+        drop(serving);
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::timeout(Duration::from_secs(5), stop.cancelled()).await.expect("the gateway should stop");
+        tokio::time::timeout(Duration::from_secs(5), acceptor).await.expect("acceptor ends").expect("no panic");
+    }
+
+    #[tokio::test]
     async fn connections_go_to_the_thread_with_the_fewest_open_and_stay_there() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -268,7 +310,7 @@ mod tests {
         // Once one of thread 2's connections closes, the next goes there.
         let gone = names.iter().position(|n| n == "portcullis-serve-2/2").expect("one on thread 2");
         drop(conns.remove(gone));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut next = TcpStream::connect(addr).await.expect("connect");
         assert_eq!(served_by(&mut next).await, "portcullis-serve-2/2");
         // Stopping ends every thread (idle connections are closed) and reports success.
