@@ -100,16 +100,19 @@ fn main() -> ExitCode {
         Command::Serve { config, .. } | Command::Stdio { config, .. } => Some(Config::load(config)),
         _ => None,
     };
-    let threads = config.as_ref().and_then(|c| c.as_ref().ok()).and_then(|c| c.gateway.worker_threads);
+    // One thread per core unless configured.
+    let threads = config
+        .as_ref()
+        .and_then(|c| c.as_ref().ok())
+        .and_then(|c| c.gateway.worker_threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     // `serve` runs one single-threaded runtime per serving thread (this is the first; see
     // `downstream::threads`); the other commands share one work-stealing runtime.
     let mut builder = if matches!(cli.command, Command::Serve { .. }) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(threads) = threads {
-            builder.worker_threads(threads);
-        }
+        builder.worker_threads(threads);
         builder
     };
     let runtime = match builder.enable_all().build() {
@@ -119,7 +122,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config)) {
+    match runtime.block_on(run(cli, config, threads)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e:#}");
@@ -136,8 +139,9 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
-/// `config`: the serving commands' configuration, already read by `main`.
-async fn run(cli: Cli, config: Option<Result<Config, ConfigError>>) -> anyhow::Result<()> {
+/// `config`: the serving commands' configuration, already read by `main`; `threads`: the serving
+/// threads it asks for (one per core by default).
+async fn run(cli: Cli, config: Option<Result<Config, ConfigError>>, threads: usize) -> anyhow::Result<()> {
     let loaded = || config.context("the configuration was not read")?.map_err(anyhow::Error::from);
     match cli.command {
         Command::Check { config } => {
@@ -194,11 +198,6 @@ async fn run(cli: Cli, config: Option<Result<Config, ConfigError>>) -> anyhow::R
                 ),
                 None => None,
             };
-            // One serving thread per core unless configured.
-            let threads = c
-                .gateway
-                .worker_threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
             let gateway = Gateway::start(c).await?;
             tracing::info!(workers = threads, "runtime started");
             let listener = tokio::net::TcpListener::bind(settings.address)

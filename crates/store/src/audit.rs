@@ -54,7 +54,7 @@ impl Plan {
     /// the chain was computed (or nothing is written: [`StoreError::Conflict`]), then the rows go
     /// in. Dropping the transaction on an error rolls it back.
     fn execute(self, conn: &mut rusqlite::Connection) -> Result<Vec<Record>, StoreError> {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite_error)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(self.batch.iter().map(|(_, e)| e.len()).sum());
         for (stream, entries) in self.batch {
             if entries.is_empty() {
@@ -65,23 +65,21 @@ impl Plan {
                 None => {
                     tx.prepare_cached("INSERT INTO audit_heads (stream, seq, hash) VALUES (?1, 0, ?2) ON CONFLICT (stream) DO NOTHING")
                         .and_then(|mut insert| insert.execute(rusqlite::params![stream, GENESIS]))
-                        .map_err(sqlite_error)?;
+                        ?;
                     tx.prepare_cached("SELECT seq, hash FROM audit_heads WHERE stream = ?1")
-                        .and_then(|mut select| select.query_row([&stream], |row| Ok((row.get(0)?, row.get(1)?))))
-                        .map_err(sqlite_error)?
+                        .and_then(|mut select| select.query_row([&stream], |row| Ok((row.get(0)?, row.get(1)?))))?
                 }
             };
             let first = out.len();
             out.extend(Record::chain_all(&stream, from_seq, &from_hash, entries));
-            let Some(last) = out.last() else { continue };
+            let Some(last) = out[first..].last() else { continue };
             let moved = tx
                 .prepare_cached(
                     "UPDATE audit_heads SET seq = ?2, hash = ?3 WHERE stream = ?1 AND seq = ?4 AND hash = ?5",
                 )
                 .and_then(|mut update| {
                     update.execute(rusqlite::params![stream, last.seq, last.hash, from_seq, from_hash])
-                })
-                .map_err(sqlite_error)?;
+                })?;
             if moved != 1 {
                 return Err(StoreError::Conflict { what: format!("audit stream {stream}") });
             }
@@ -89,41 +87,46 @@ impl Plan {
                 .prepare_cached(&format!(
                     "INSERT INTO audit_records ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ))
-                .map_err(sqlite_error)?;
+                ?;
             for r in &out[first..] {
                 let e = &r.entry;
-                insert
-                    .execute(rusqlite::params![
-                        r.stream,
-                        r.seq,
-                        e.time_ms,
-                        e.kind,
-                        e.correlation,
-                        e.request,
-                        e.parent,
-                        e.principal,
-                        e.server,
-                        e.item,
-                        e.outcome,
-                        e.body,
-                        r.digest,
-                        r.prev_hash,
-                        r.hash
-                    ])
-                    .map_err(sqlite_error)?;
+                insert.execute(rusqlite::params![
+                    r.stream,
+                    r.seq,
+                    e.time_ms,
+                    e.kind,
+                    e.correlation,
+                    e.request,
+                    e.parent,
+                    e.principal,
+                    e.server,
+                    e.item,
+                    e.outcome,
+                    e.body,
+                    r.digest,
+                    r.prev_hash,
+                    r.hash
+                ])?;
             }
         }
-        tx.commit().map_err(sqlite_error)?;
+        tx.commit()?;
         Ok(out)
     }
 }
 
-fn sqlite_error(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// Where the outcome of an [`Appender`] job goes.
+type Done = tokio::sync::oneshot::Sender<Result<Vec<Record>, StoreError>>;
+
+/// A job for the [`Appender`]'s thread.
+enum Job {
+    /// A batch to commit.
+    Append(Plan, Done),
+    /// Answered once everything sent before has been.
+    Barrier(Done),
 }
 
-/// A job for the [`Appender`]'s thread and where its outcome goes.
-type AppendJob = (Plan, tokio::sync::oneshot::Sender<Result<Vec<Record>, StoreError>>);
+/// Opens the append connection (again, after one was given up).
+type Opener = Box<dyn Fn() -> Result<rusqlite::Connection, StoreError> + Send>;
 
 /// A dedicated SQLite store's appends, on a thread of their own that holds a synchronous
 /// connection: a batch is one call into SQLite, not a round trip to sqlx's connection thread per
@@ -133,98 +136,99 @@ type AppendJob = (Plan, tokio::sync::oneshot::Sender<Result<Vec<Record>, StoreEr
 /// either way. The thread ends when the store is closed (which waits for it) or dropped.
 #[derive(Debug)]
 pub(crate) struct Appender {
-    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<AppendJob>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Where jobs go and the thread taking them; `None` once closed.
+    worker: std::sync::Mutex<Option<(std::sync::mpsc::Sender<Job>, std::thread::JoinHandle<()>)>>,
 }
 
 impl Appender {
-    /// For a dedicated store on a SQLite file (created and migrated already); `None` otherwise.
-    pub(crate) fn start(url: &str, synced: bool) -> Result<Option<Self>, StoreError> {
-        let Some(path) = crate::backend::sqlite_file(url)? else { return Ok(None) };
-        let open = move || -> Result<rusqlite::Connection, StoreError> {
+    /// For a dedicated store on the SQLite file at `path` (created and migrated already).
+    pub(crate) fn start(path: std::path::PathBuf, synced: bool) -> Result<Self, StoreError> {
+        let open: Opener = Box::new(move || {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(sqlite_error)?;
-            conn.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT).map_err(sqlite_error)?;
-            // The journal mode (WAL) is the file's; the rest is the connection's own, as on the
-            // store's dedicated sqlx connection. Checkpoints are the checkpointer's, bar the backstop.
-            let synchronous = if synced { "FULL" } else { "NORMAL" };
-            conn.execute_batch(&format!(
-                "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
-                 PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {};",
-                crate::backend::WAL_BACKSTOP_PAGES,
-                crate::backend::WAL_SIZE_LIMIT
-            ))
-            .map_err(sqlite_error)?;
+            let conn = rusqlite::Connection::open_with_flags(&path, flags)?;
+            conn.busy_timeout(crate::backend::SQLITE_BUSY_TIMEOUT)?;
+            // The journal mode (WAL) is the file's; the rest is the connection's own, the same as
+            // on the store's dedicated sqlx connection.
+            for (name, value) in crate::backend::writer_pragmas(synced) {
+                conn.pragma_update(None, name, value)?;
+            }
             Ok(conn)
-        };
+        });
         let first = open()?;
-        let (jobs, queue) = std::sync::mpsc::channel::<AppendJob>();
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("audit-sqlite".to_owned())
             .spawn(move || {
                 let mut conn = Some(first);
-                while let Ok((plan, done)) = queue.recv() {
-                    if plan.batch.iter().all(|(_, e)| e.is_empty()) {
-                        // A barrier: everything sent before it has been answered.
-                        let _ = done.send(Ok(vec![]));
-                        continue;
-                    }
-                    let outcome = match conn.take().map_or_else(&open, Ok) {
-                        Ok(mut c) => {
-                            // A panic must not end the thread (every later append would fail): it
-                            // fails this batch, and the connection it left is not used again.
-                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.execute(&mut c))) {
-                                Ok(outcome) => {
-                                    // A connection left inside a transaction (its rollback failed)
-                                    // is not used again either: the next batch opens a fresh one.
-                                    if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
-                                        conn = Some(c);
-                                    }
-                                    outcome
-                                }
-                                Err(_) => {
-                                    tracing::error!("an audit append panicked; its batch failed");
-                                    Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
-                                }
-                            }
+                while let Ok(job) = queue.recv() {
+                    match job {
+                        Job::Append(plan, done) => {
+                            let _ = done.send(commit(&mut conn, &open, plan));
                         }
-                        Err(e) => Err(e),
-                    };
-                    let _ = done.send(outcome);
+                        Job::Barrier(done) => {
+                            let _ = done.send(Ok(vec![]));
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the audit append thread: {e}")))?;
-        Ok(Some(Self { jobs: std::sync::Mutex::new(Some(jobs)), thread: std::sync::Mutex::new(Some(thread)) }))
+        Ok(Self { worker: std::sync::Mutex::new(Some((jobs, thread))) })
     }
 
     async fn append(&self, plan: Plan) -> Result<Vec<Record>, StoreError> {
-        let stopped = || StoreError::Backend("the audit append thread has stopped".to_owned());
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        // Sent under the lock, so no sender outlives this call and `close` finds the thread ending.
-        self.jobs
-            .lock()
-            .map_err(|_| stopped())?
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send((plan, done))
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        self.send(|done| Job::Append(plan, done)).await
     }
 
     /// Returns once every append sent before has committed or rolled back, so what a caller reads
     /// next includes a commit it stopped waiting for.
     async fn barrier(&self) -> Result<(), StoreError> {
-        self.append(Plan { batch: vec![], after: HashMap::new() }).await.map(|_| ())
+        self.send(Job::Barrier).await.map(|_| ())
+    }
+
+    async fn send(&self, job: impl FnOnce(Done) -> Job) -> Result<Vec<Record>, StoreError> {
+        let stopped = || StoreError::Backend("the audit append thread has stopped".to_owned());
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        // Sent under the lock, so no sender outlives this call and `close` finds the thread ending.
+        self.worker
+            .lock()
+            .map_err(|_| stopped())?
+            .as_ref()
+            .ok_or_else(stopped)?
+            .0
+            .send(job(done))
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// Ends the thread once it has answered what it was sent, and waits for that.
     pub(crate) async fn close(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
+        let worker = self.worker.lock().ok().and_then(|mut w| w.take());
+        if let Some((jobs, thread)) = worker {
+            drop(jobs);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Commits a plan on the append connection (opened first if there is none). A panic must not end
+/// the thread (every later append would fail): it fails this batch, and the connection it left is
+/// not used again; nor is one left inside a transaction (its rollback failed): the next batch opens
+/// a fresh one.
+fn commit(conn: &mut Option<rusqlite::Connection>, open: &Opener, plan: Plan) -> Result<Vec<Record>, StoreError> {
+    let mut c = match conn.take() {
+        Some(c) => c,
+        None => open()?,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.execute(&mut c))) {
+        Ok(outcome) => {
+            if c.is_autocommit() || c.execute_batch("ROLLBACK").is_ok() {
+                *conn = Some(c);
+            }
+            outcome
+        }
+        Err(_) => {
+            tracing::error!("an audit append panicked; its batch failed");
+            Err(StoreError::Backend("the audit append failed unexpectedly".to_owned()))
         }
     }
 }
@@ -266,9 +270,11 @@ impl Store {
         batch: &[(String, Vec<Entry>)],
         after: &HashMap<String, (i64, String)>,
     ) -> Result<Vec<Record>, StoreError> {
-        if let Some(appender) = &self.appender {
+        if let Some(appender) = self.file.as_ref().map(|f| &f.appender) {
             // All of a dedicated store's appends take one queue, so they land in the order made.
-            return appender.append(Plan { batch: batch.to_vec(), after: after.clone() }).await;
+            // The heads of this batch's streams only (the caller may know many more).
+            let after = batch.iter().filter_map(|(s, _)| Some((s.clone(), after.get(s)?.clone()))).collect();
+            return appender.append(Plan { batch: batch.to_vec(), after }).await;
         }
         let mut out = Vec::with_capacity(batch.iter().map(|(_, e)| e.len()).sum());
         in_tx!(self, |tx| {
@@ -299,7 +305,7 @@ impl Store {
                     }
                 };
                 out.extend(Record::chain_all(stream, from_seq, &from_hash, entries.iter().cloned()));
-                let Some(last) = out.last() else { continue };
+                let Some(last) = out[first..].last() else { continue };
                 // The head moves only from where the chain was computed: the row lock this takes
                 // makes concurrent writers on the stream take turns, and a writer whose idea of the
                 // head is stale changes nothing.
@@ -348,7 +354,7 @@ impl Store {
     /// On a dedicated store, appends sent before (a commit its caller stopped waiting for) land
     /// first: a record that was late is found, not written again.
     pub async fn audit_has(&self, stream: &str, e: &Entry) -> Result<bool, StoreError> {
-        if let Some(appender) = &self.appender {
+        if let Some(appender) = self.file.as_ref().map(|f| &f.appender) {
             appender.barrier().await?;
         }
         let row: Option<(i64,)> = on_pool!(self, |pool| {

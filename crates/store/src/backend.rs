@@ -119,7 +119,18 @@ pub(crate) const WAL_BACKSTOP_PAGES: u32 = 16_000;
 #[cfg(test)]
 pub(crate) const WAL_BACKSTOP_PAGES: u32 = 1_000;
 /// After a checkpoint, a WAL file larger than this is truncated to it.
-pub(crate) const WAL_SIZE_LIMIT: u64 = 64 << 20;
+const WAL_SIZE_LIMIT: u64 = 64 << 20;
+
+/// The settings of a dedicated writer's connection, whichever library holds it (sqlx's, or the
+/// audit append thread's): durability, foreign keys, and checkpoints only as a backstop.
+pub(crate) fn writer_pragmas(synced: bool) -> [(&'static str, String); 4] {
+    [
+        ("synchronous", (if synced { "FULL" } else { "NORMAL" }).to_owned()),
+        ("foreign_keys", "ON".to_owned()),
+        ("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string()),
+        ("journal_size_limit", WAL_SIZE_LIMIT.to_string()),
+    ]
+}
 
 async fn open_sqlite(url: &str, synced: bool, role: Role) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?.foreign_keys(true).busy_timeout(SQLITE_BUSY_TIMEOUT);
@@ -148,9 +159,7 @@ async fn open_sqlite(url: &str, synced: bool, role: Role) -> Result<SqlitePool, 
     // one and must drop its cache and read the pages again. It checkpoints the WAL only as a
     // backstop: a [`WalCheckpointer`] does it beside it.
     let options = match role {
-        Role::Dedicated => options
-            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string()),
+        Role::Dedicated => writer_pragmas(synced).into_iter().fold(options, |o, (name, value)| o.pragma(name, value)),
         Role::Shared | Role::Checkpointer => options,
     };
     let pool = match role {
@@ -183,11 +192,8 @@ pub(crate) struct WalCheckpointer {
 }
 
 impl WalCheckpointer {
-    /// For a dedicated store on a SQLite file; `None` for other stores.
-    pub(crate) async fn start(url: &str, synced: bool) -> Result<Option<Self>, StoreError> {
-        if sqlite_file(url)?.is_none() {
-            return Ok(None);
-        }
+    /// For a dedicated store on a SQLite file (a URL [`sqlite_file`] names a file for).
+    pub(crate) async fn start(url: &str, synced: bool) -> Result<Self, StoreError> {
         let pool = open_sqlite(url, synced, Role::Checkpointer).await?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let checkpoints = pool.clone();
@@ -224,7 +230,7 @@ impl WalCheckpointer {
             }
             checkpoints.close().await;
         });
-        Ok(Some(Self { pool, _stop: stop }))
+        Ok(Self { pool, _stop: stop })
     }
 
     pub(crate) async fn close(&self) {
@@ -308,5 +314,22 @@ mod tests {
         assert!(is_sqlite_memory("sqlite://db?mode=memory"));
         assert!(!is_sqlite_memory("sqlite://portcullis.db"));
         assert!(!is_sqlite_memory("sqlite:memory.db"));
+    }
+
+    #[test]
+    fn the_writer_settings_take_on_a_synchronous_connection_too() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        for synced in [true, false] {
+            for (name, value) in writer_pragmas(synced) {
+                conn.pragma_update(None, name, value).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            let read = |name: &str| -> i64 {
+                conn.pragma_query_value(None, name, |row| row.get(0)).unwrap_or_else(|e| panic!("{name}: {e}"))
+            };
+            assert_eq!(read("synchronous"), if synced { 2 } else { 1 });
+            assert_eq!(read("foreign_keys"), 1);
+            assert_eq!(read("wal_autocheckpoint"), i64::from(WAL_BACKSTOP_PAGES));
+            assert_eq!(read("journal_size_limit"), i64::try_from(WAL_SIZE_LIMIT).unwrap_or(i64::MAX));
+        }
     }
 }

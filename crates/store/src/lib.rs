@@ -31,10 +31,17 @@ use backend::{Backend, on_pool};
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
-    /// A dedicated SQLite store's checkpoints, run beside its writer.
-    wal: Option<std::sync::Arc<backend::WalCheckpointer>>,
-    /// A dedicated SQLite store's audit appends, on a synchronous connection of their own.
-    appender: Option<std::sync::Arc<audit::Appender>>,
+    /// What a dedicated store on a SQLite file runs beside its connection.
+    file: Option<std::sync::Arc<DedicatedFile>>,
+}
+
+/// A dedicated SQLite file store's helpers.
+#[derive(Debug)]
+struct DedicatedFile {
+    /// The audit appends, on a synchronous connection of their own.
+    appender: audit::Appender,
+    /// The checkpoints, run beside the writer.
+    wal: backend::WalCheckpointer,
 }
 
 impl Store {
@@ -44,7 +51,7 @@ impl Store {
     /// absolute path; the file and its folder are created if missing), `sqlite::memory:` (for tests),
     /// or `postgres://user@host:port/database`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, false, false).await?, wal: None, appender: None })
+        Ok(Store { backend: Backend::connect(url, false, false).await?, file: None })
     }
 
     /// As [`Store::connect`] (or [`Store::connect_synced`] with `synced`), on one connection kept
@@ -54,15 +61,20 @@ impl Store {
     /// checkpointed beside the writer, not in its commits (bar a backstop that keeps it bounded).
     pub async fn connect_dedicated(url: &str, synced: bool) -> Result<Store, StoreError> {
         let backend = Backend::connect(url, synced, true).await?;
-        let wal = backend::WalCheckpointer::start(url, synced).await?.map(std::sync::Arc::new);
-        let appender = audit::Appender::start(url, synced)?.map(std::sync::Arc::new);
-        Ok(Store { backend, wal, appender })
+        let file = match backend::sqlite_file(url)? {
+            Some(path) => Some(std::sync::Arc::new(DedicatedFile {
+                appender: audit::Appender::start(path, synced)?,
+                wal: backend::WalCheckpointer::start(url, synced).await?,
+            })),
+            None => None,
+        };
+        Ok(Store { backend, file })
     }
 
     /// As [`Store::connect`], but a SQLite commit also survives a power cut (`synchronous=FULL`:
     /// an fsync per commit); PostgreSQL commits are durable either way.
     pub async fn connect_synced(url: &str) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::connect(url, true, false).await?, wal: None, appender: None })
+        Ok(Store { backend: Backend::connect(url, true, false).await?, file: None })
     }
 
     /// The engine in use: `"sqlite"` or `"postgres"`.
@@ -80,12 +92,12 @@ impl Store {
 
     /// Closes the connections (waiting for the ones in use); later calls fail.
     pub async fn close(&self) {
-        if let Some(appender) = &self.appender {
-            appender.close().await;
+        if let Some(file) = &self.file {
+            file.appender.close().await;
         }
         self.backend.close().await;
-        if let Some(wal) = &self.wal {
-            wal.close().await;
+        if let Some(file) = &self.file {
+            file.wal.close().await;
         }
     }
 }
@@ -169,9 +181,9 @@ mod tests {
         let (auto,): (i64,) =
             sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(pool).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(auto, i64::from(backend::WAL_BACKSTOP_PAGES), "the writer checkpoints only as a backstop");
-        assert!(store.appender.is_some(), "audit appends go to a thread of their own");
+        assert!(store.file.is_some(), "audit appends go to a thread of their own");
         let memory = Store::connect_dedicated("sqlite::memory:", false).await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(memory.appender.is_none() && memory.wal.is_none(), "one connection holds an in-memory database");
+        assert!(memory.file.is_none(), "one connection holds an in-memory database");
         // The checkpointer's first passes copy what the migrations left in the WAL.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let before = file_size(&path);

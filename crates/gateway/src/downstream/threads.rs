@@ -181,7 +181,7 @@ impl axum::serve::Listener for Handed {
 }
 
 /// A host connection that leaves its serving thread's count of open connections when dropped.
-pub struct Counted {
+struct Counted {
     stream: TcpStream,
     open: Arc<AtomicUsize>,
 }
