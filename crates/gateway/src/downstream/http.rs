@@ -854,6 +854,15 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: Cancell
     let listener = axum::serve::ListenerExt::tap_io(listener, |s| {
         let _ = s.set_nodelay(true);
     });
+    serve_from(listener, app, stop).await
+}
+
+/// Serves what a listener accepts until `stop` is cancelled, then waits for the open connections.
+pub(crate) async fn serve_from<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 

@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::downstream::http::serve_from;
+
 /// A connection on its way to a serving thread.
 type Handoff = (std::net::TcpStream, SocketAddr, Arc<AtomicUsize>);
 
@@ -54,7 +56,7 @@ pub async fn serve_on_threads(
         let thread = built.and_then(|runtime| {
             std::thread::Builder::new().name(format!("portcullis-serve-{index}")).spawn(move || {
                 portcullis_transport::shard::enter(index);
-                runtime.block_on(serve(Handed { connections: rx, local }, app, halt))
+                runtime.block_on(serve_from(Handed { connections: rx, local }, app, halt))
             })
         });
         match thread {
@@ -70,7 +72,7 @@ pub async fn serve_on_threads(
         }
     }
     let acceptor = tokio::spawn(accept(listener, shards, stop.clone()));
-    let mut outcome = serve(Handed { connections: first_rx, local }, app, stop.clone()).await;
+    let mut outcome = serve_from(Handed { connections: first_rx, local }, app, stop.clone()).await;
     stop.cancel();
     let _ = acceptor.await;
     for thread in others {
@@ -84,12 +86,6 @@ pub async fn serve_on_threads(
         }
     }
     outcome
-}
-
-/// Serves the connections handed to one thread until `stop` is cancelled, then waits for the
-/// open ones to finish.
-async fn serve(listener: Handed, app: Router, stop: CancellationToken) -> io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 
 /// Accepts connections and hands each to the serving thread with the fewest open (the first of
