@@ -250,6 +250,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_append_after_close_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = dedicated(&dir.path().join("audit.db")).await;
+        let batch = [("s".to_owned(), vec![audit_entry(1, 10)])];
+        store.append_audit(&batch).await.unwrap_or_else(|e| panic!("{e}"));
+        store.close().await;
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), store.append_audit(&batch)).await;
+        assert!(
+            matches!(&refused, Ok(Err(StoreError::Backend(m))) if m.contains("append thread has stopped")),
+            "{refused:?}"
+        );
+        let barrier =
+            tokio::time::timeout(std::time::Duration::from_secs(5), store.audit_has("s", &audit_entry(1, 10))).await;
+        assert!(matches!(&barrier, Ok(Err(StoreError::Backend(_)))), "{barrier:?}");
+    }
+
+    #[tokio::test]
     async fn in_memory_sqlite_keeps_its_data_across_calls() {
         let store = Store::connect("sqlite::memory:").await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.backend_name(), "sqlite");
