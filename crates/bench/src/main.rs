@@ -59,8 +59,9 @@ struct Args {
     /// demo's URL and whose route `/mcp` fronts it (e.g. `controls=bench/controls.toml`).
     #[arg(long, value_parser = parse_variant)]
     variant: Vec<(String, PathBuf)>,
-    /// Leave out the all-controls gateway (`crates/bench/controls.toml`: every control that has
-    /// landed, the audit trail included), which every run compares with forward-only by default.
+    /// Leave out the all-controls gateways (`crates/bench/controls.toml`: every control that has
+    /// landed, the audit trail included; and `crates/bench/controls-noaudit.toml`, the same without
+    /// the audit trail), which every run compares with forward-only by default.
     #[arg(long)]
     no_controls: bool,
     /// Run only these parts, e.g. `call_small` (for profiling): scenario names, `fixed_rate`,
@@ -125,8 +126,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let demo = Peer::demo_http(&exe)?;
     let gateway = target::start_gateway(&exe, &target::forward_only_config(), &demo)?;
     let mut variants = Vec::new();
-    if !args.no_controls && !args.variant.iter().any(|(name, _)| name == target::CONTROLS) {
-        variants.push((target::CONTROLS.to_owned(), target::start_gateway(&exe, target::CONTROLS_CONFIG, &demo)?));
+    if !args.no_controls {
+        for (name, config) in
+            [(target::CONTROLS, target::CONTROLS_CONFIG), (target::CONTROLS_NO_AUDIT, target::CONTROLS_NO_AUDIT_CONFIG)]
+        {
+            if !args.variant.iter().any(|(n, _)| n == name) {
+                variants.push((name.to_owned(), target::start_gateway(&exe, config, &demo)?));
+            }
+        }
     }
     for (name, file) in &args.variant {
         let template = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
@@ -223,10 +230,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         memory,
         targets: Vec::new(),
     };
-    // The controls-on targets compare the all-controls gateway, or else the first variant.
+    // The controls-on targets compare the all-controls gateway, or else the first variant; the
+    // same targets are also checked for the controls without the audit trail, when it ran.
     let controls = variant_names.iter().map(String::as_str).find(|n| *n == target::CONTROLS);
     let controls = controls.or_else(|| args.variant.first().map(|(n, _)| n.as_str()));
-    report.targets = report::check_targets(&report, controls);
+    let without_audit = variant_names.iter().map(String::as_str).find(|n| *n == target::CONTROLS_NO_AUDIT);
+    report.targets = report::check_targets(&report, controls, without_audit);
     let json_path = args.out.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     let svg_path = args.out.join("latency.svg");

@@ -360,9 +360,10 @@ impl Run {
 }
 
 /// Fills in the targets from the runs: c=1 `tools/call` ratio and added p50, saturation
-/// throughput ratio, the controls-on comparison (from the first variant, when one ran), added p99
-/// at a fixed half-capacity rate, and memory per idle legacy session.
-pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
+/// throughput ratio, the controls-on comparison (from `variant`, when one ran; and the same for
+/// `without_audit`, the controls without the audit trail), added p99 at a fixed half-capacity
+/// rate, and memory per idle legacy session.
+pub fn check_targets(report: &Report, variant: Option<&str>, without_audit: Option<&str>) -> Vec<Check> {
     use crate::target::{DIRECT, GATEWAY};
     let c1 = report.find("call_small", "closed", Some(1)).and_then(|r| r.comparison(GATEWAY, DIRECT));
     let best = |target: &str| {
@@ -375,7 +376,8 @@ pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
             .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
     };
     let saturation = best(GATEWAY).zip(best(DIRECT)).map(|(g, d)| if d > 0.0 { g / d } else { 0.0 });
-    let controls = variant.map(|v| {
+    // A variant against forward-only: its worst throughput ratio over the sweep, its added p50 at c=1.
+    let against_forward_only = |v: &str| {
         let subject = format!("gateway-{v}");
         let ratio = |r: &Run| r.comparison(&subject, GATEWAY).map(|c| c.throughput_ratio);
         let worst_ratio = report
@@ -389,7 +391,9 @@ pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
             .and_then(|r| r.comparison(&subject, GATEWAY))
             .map(|c| c.added_p50_us);
         (worst_ratio, p50)
-    });
+    };
+    let controls = variant.map(against_forward_only);
+    let bare = without_audit.map(against_forward_only);
     let fixed = report.find("call_small", "fixed_rate", None).and_then(|r| r.comparison(GATEWAY, DIRECT));
     // The worst of the measured session counts (fewer sessions carry more of the allocator's fixed cost).
     let session = report.memory.idle_sessions.iter().map(|s| s.bytes_per_session / 1024.0).reduce(f64::max);
@@ -404,6 +408,13 @@ pub fn check_targets(report: &Report, variant: Option<&str>) -> Vec<Check> {
             "x",
         ),
         Check::at_most("all controls on − forward-only: added p50 at c=1", controls.and_then(|c| c.1), 20.0, "µs"),
+        Check::at_least(
+            "controls, audit off / forward-only throughput (worst level)",
+            bare.and_then(|c| c.0),
+            0.85,
+            "x",
+        ),
+        Check::at_most("controls, audit off − forward-only: added p50 at c=1", bare.and_then(|c| c.1), 20.0, "µs"),
         Check::at_most("added p99 at a fixed 50%-of-capacity rate", fixed.map(|c| c.added_p99_us), 250.0, "µs"),
         Check::at_most("gateway memory per idle legacy session", session, 16.0, "KiB"),
     ]

@@ -47,6 +47,13 @@ pub const CONTROLS: &str = "controls";
 /// Its configuration template: every control that has landed, the audit trail included.
 pub const CONTROLS_CONFIG: &str = include_str!("../controls.toml");
 
+/// The all-controls gateway with the audit trail off, which every run includes beside it: what
+/// the controls cost apart from the audit trail's durable record per call.
+pub const CONTROLS_NO_AUDIT: &str = "controls-noaudit";
+
+/// Its configuration template.
+pub const CONTROLS_NO_AUDIT_CONFIG: &str = include_str!("../controls-noaudit.toml");
+
 /// The forward-only gateway configuration: a passthrough route to the HTTP demo at `/mcp` and
 /// to a supervised stdio demo at `/stdio`. `max_sessions` leaves room for the session benchmark.
 pub fn forward_only_config() -> String {

@@ -66,7 +66,15 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
         .flat_map(|r| r["results"].as_array().into_iter().flatten())
         .filter_map(|m| m["target"].as_str())
         .collect();
-    for t in ["direct-http", "gateway-http", "gateway-controls", "gateway-stdio", "gateway-agg1", "gateway-agg2"] {
+    for t in [
+        "direct-http",
+        "gateway-http",
+        "gateway-controls",
+        "gateway-controls-noaudit",
+        "gateway-stdio",
+        "gateway-agg1",
+        "gateway-agg2",
+    ] {
         assert!(targets.contains(&t), "target {t} never measured");
     }
     for run in runs {
@@ -87,20 +95,23 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
             );
         }
     }
-    // Each gateway's fixed-rate run is at half of its own capacity: the all-controls one has its own.
+    // Each gateway's fixed-rate run is at half of its own capacity: the all-controls ones have their own.
     let at_rate = |target: &str| {
         runs.iter().any(|r| {
             r["load"] == "fixed_rate"
                 && r["results"].as_array().is_some_and(|m| m.iter().any(|m| m["target"] == target))
         })
     };
-    assert!(at_rate("gateway-http") && at_rate("gateway-controls"), "a fixed-rate run is missing");
+    assert!(
+        at_rate("gateway-http") && at_rate("gateway-controls") && at_rate("gateway-controls-noaudit"),
+        "a fixed-rate run is missing"
+    );
     let memory = &report["memory"];
     assert!(number(memory, "gateway_peak_rss_kib") > 0.0);
     assert_eq!(memory["idle_sessions"][0]["sessions"], 50);
     assert!(number(&memory["idle_sessions"][0], "bytes_per_session").is_finite());
-    assert_eq!(report["targets"].as_array().map(Vec::len), Some(7));
-    // The all-controls gateway runs by default, so every target has a figure.
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(9));
+    // The all-controls gateways run by default, so every target has a figure.
     for t in report["targets"].as_array().expect("targets") {
         assert!(t["status"] == "met" || t["status"] == "missed", "{}: {}", t["name"], t["status"]);
     }

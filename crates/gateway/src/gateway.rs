@@ -1826,39 +1826,43 @@ impl Summary {
 
 /// The audit record of a governed request.
 fn call_entry(host: &Host, method: &str, trail: &CallTrail, s: &Summary, error_code: Option<i32>) -> Entry {
-    let client = trail.client.clone().or_else(|| {
-        host.session.as_ref().and_then(|x| x.client_info.get()).and_then(|c| serde_json::from_str(c.get()).ok())
-    });
-    let body = serde_json::json!({
-        "method": method,
-        "name": trail.name,
-        "route": host.route.path(),
-        "protocol": host.version.as_str(),
-        "session": session_tag(host),
-        "client": client,
-        "principal": principal_facts(&host.principal),
-        "server_version": trail.server_version,
-        "registry_entry": trail.registry_entry,
-        "risk_tier": trail.tier.map(|t| t.as_str()),
-        "annotations": {"read_only": trail.read_only, "destructive": trail.destructive},
-        "arguments": trail.arguments,
-        "approval": {"state": if s.outcome == "approval_required" { "required" } else { "none" }},
-        "decision": trail.decision,
-        "refusal": s.stage.map(|stage| serde_json::json!({
-            "stage": stage,
-            "reason": s.reason,
-            "message": s.message,
-            "policies": s.policies,
-        })),
-        "result": {
-            "class": s.outcome,
-            "bytes": s.bytes,
-            "error_code": error_code,
-            "error_reason": if s.stage.is_none() { s.reason } else { None },
-            "error": if s.stage.is_none() { s.message.as_deref() } else { None },
+    // Written straight from the call's state: no JSON tree is built (and nothing deep-copied) to
+    // be serialized once.
+    let client = trail
+        .client
+        .as_ref()
+        .map(Facts::Value)
+        .or_else(|| host.session.as_ref().and_then(|x| x.client_info.get()).map(|c| Facts::Raw(c.as_ref())));
+    let body = CallBody {
+        method,
+        name: &trail.name,
+        route: host.route.path(),
+        protocol: host.version.as_str(),
+        session: session_tag(host),
+        client,
+        principal: principal_facts(&host.principal),
+        server_version: trail.server_version.as_deref(),
+        registry_entry: trail.registry_entry.as_deref(),
+        risk_tier: trail.tier.map(|t| t.as_str()),
+        annotations: Annotations { read_only: trail.read_only, destructive: trail.destructive },
+        arguments: trail.arguments.as_ref(),
+        approval: Approval { state: if s.outcome == "approval_required" { "required" } else { "none" } },
+        decision: trail.decision.as_ref(),
+        refusal: s.stage.map(|stage| RefusalFacts {
+            stage,
+            reason: s.reason,
+            message: s.message.as_deref(),
+            policies: &s.policies,
+        }),
+        result: CallResult {
+            class: s.outcome,
+            bytes: s.bytes,
+            error_code,
+            error_reason: if s.stage.is_none() { s.reason } else { None },
+            error: if s.stage.is_none() { s.message.as_deref() } else { None },
         },
-        "latency_us": u64::try_from(trail.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    });
+        latency_us: u64::try_from(trail.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
     Entry {
         time_ms: trail.time_ms,
         kind: Kind::Call.as_str().to_owned(),
@@ -1869,7 +1873,73 @@ fn call_entry(host: &Host, method: &str, trail: &CallTrail, s: &Summary, error_c
         server: trail.server.clone(),
         item: trail.item.clone(),
         outcome: s.outcome.to_owned(),
-        body: body.to_string(),
+        // Plain structs, strings and JSON values: serializing them cannot fail.
+        body: serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned()),
+    }
+}
+
+/// A call record's body, in the order its fields are written.
+#[derive(serde::Serialize)]
+struct CallBody<'a> {
+    method: &'a str,
+    name: &'a str,
+    route: &'a str,
+    protocol: &'a str,
+    session: Option<String>,
+    client: Option<Facts<'a>>,
+    principal: PrincipalFacts<'a>,
+    server_version: Option<&'a str>,
+    registry_entry: Option<&'a str>,
+    risk_tier: Option<&'static str>,
+    annotations: Annotations,
+    arguments: Option<&'a serde_json::Value>,
+    approval: Approval,
+    decision: Option<&'a serde_json::Value>,
+    refusal: Option<RefusalFacts<'a>>,
+    result: CallResult<'a>,
+    latency_us: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Annotations {
+    read_only: Option<bool>,
+    destructive: Option<bool>,
+}
+
+#[derive(serde::Serialize)]
+struct Approval {
+    state: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct RefusalFacts<'a> {
+    stage: &'static str,
+    reason: Option<&'static str>,
+    message: Option<&'a str>,
+    policies: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct CallResult<'a> {
+    class: &'static str,
+    bytes: usize,
+    error_code: Option<i32>,
+    error_reason: Option<&'static str>,
+    error: Option<&'a str>,
+}
+
+/// JSON a record quotes: a value the gateway holds, or text a host sent (valid JSON, as parsed).
+enum Facts<'a> {
+    Value(&'a serde_json::Value),
+    Raw(&'a RawValue),
+}
+
+impl serde::Serialize for Facts<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Facts::Value(v) => v.serialize(serializer),
+            Facts::Raw(r) => r.serialize(serializer),
+        }
     }
 }
 
@@ -1937,18 +2007,41 @@ fn host_trace(host: &Host) -> TraceContext {
 }
 
 /// What a record says of a principal beyond its id.
-fn principal_facts(p: &Principal) -> serde_json::Value {
-    serde_json::json!({
-        "kind": p.kind.as_str(),
-        "groups": p.groups,
-        "tenant": p.tenant,
-        "auth": match &p.method {
-            portcullis_identity::AuthMethod::Jwt { issuer } => serde_json::json!({"method": "jwt", "issuer": issuer}),
-            portcullis_identity::AuthMethod::ApiKey { key_id } => serde_json::json!({"method": "api_key", "key_id": key_id}),
-            portcullis_identity::AuthMethod::Local => serde_json::json!({"method": "local"}),
-            portcullis_identity::AuthMethod::None => serde_json::json!({"method": "none"}),
+fn principal_facts(p: &Principal) -> PrincipalFacts<'_> {
+    PrincipalFacts {
+        kind: p.kind.as_str(),
+        groups: &p.groups,
+        tenant: p.tenant.as_deref(),
+        auth: match &p.method {
+            portcullis_identity::AuthMethod::Jwt { issuer } => {
+                AuthFacts { method: "jwt", issuer: Some(issuer), key_id: None }
+            }
+            portcullis_identity::AuthMethod::ApiKey { key_id } => {
+                AuthFacts { method: "api_key", issuer: None, key_id: Some(key_id) }
+            }
+            portcullis_identity::AuthMethod::Local => AuthFacts { method: "local", issuer: None, key_id: None },
+            portcullis_identity::AuthMethod::None => AuthFacts { method: "none", issuer: None, key_id: None },
         },
-    })
+    }
+}
+
+/// Who a record's principal is, as recorded.
+#[derive(serde::Serialize)]
+struct PrincipalFacts<'a> {
+    kind: &'static str,
+    groups: &'a [String],
+    tenant: Option<&'a str>,
+    auth: AuthFacts<'a>,
+}
+
+/// How a principal authenticated: the method, and the issuer or key it names.
+#[derive(serde::Serialize)]
+struct AuthFacts<'a> {
+    method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
 }
 
 /// A legacy session, named in records by a digest of its id (the id itself admits its bearer).
