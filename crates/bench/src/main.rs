@@ -156,6 +156,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut scenarios = suite::request_scenarios(&plan, &direct, &gateways, &stdio);
     scenarios.retain(|s| wanted(&s.name));
+    if plan.mode == "quick" {
+        // Quick mode stays under a minute: the controls without the audit trail run only what their
+        // targets read (the `tools/call` sweep, and their fixed-rate run after it).
+        let bare = format!("gateway-{}", target::CONTROLS_NO_AUDIT);
+        for sc in scenarios.iter_mut().filter(|s| s.name != "call_small") {
+            sc.targets.retain(|t| t.name != bare);
+        }
+    }
     let mut runs = Vec::new();
     // Request traffic first (peak RSS is read after it), then handshakes, which open sessions.
     let (handshakes, requests): (Vec<&Scenario>, Vec<&Scenario>) =
@@ -233,7 +241,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The controls-on targets compare the all-controls gateway, or else the first variant; the
     // same targets are also checked for the controls without the audit trail, when it ran.
     let controls = variant_names.iter().map(String::as_str).find(|n| *n == target::CONTROLS);
-    let controls = controls.or_else(|| args.variant.first().map(|(n, _)| n.as_str()));
+    let controls =
+        controls.or_else(|| args.variant.iter().map(|(n, _)| n.as_str()).find(|n| *n != target::CONTROLS_NO_AUDIT));
     let without_audit = variant_names.iter().map(String::as_str).find(|n| *n == target::CONTROLS_NO_AUDIT);
     report.targets = report::check_targets(&report, controls, without_audit);
     let json_path = args.out.join("bench.json");

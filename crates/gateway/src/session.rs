@@ -122,15 +122,32 @@ pub struct Session {
     log_level: Mutex<Option<String>>,
     /// Tool calls the controls let through on this session (policies read it as `sessionCalls`).
     calls: AtomicU64,
-    /// The host's `clientInfo` from `initialize`, for the audit trail.
+    /// The host's `clientInfo` from `initialize`, for the audit trail: set through
+    /// [`Session::set_client_info`], so it is JSON that reads back (records quote it verbatim).
     pub client_info: std::sync::OnceLock<Box<RawValue>>,
     pub closed: CancellationToken,
+}
+
+/// JSON as parsed and written again, or `None` when a parser refuses it.
+fn readable(raw: &RawValue) -> Option<Box<RawValue>> {
+    let value = serde_json::from_str::<serde_json::Value>(raw.get()).ok()?;
+    serde_json::value::to_raw_value(&value).ok()
 }
 
 /// The stream id of the GET (listening) stream.
 pub const LISTEN_STREAM: u64 = 0;
 
 impl Session {
+    /// Keeps the host's `clientInfo` for the audit trail, as parsed and written again: the
+    /// envelope's scan admits JSON a parser refuses (a number out of range, a lone surrogate
+    /// escape, nesting too deep), which quoted verbatim would leave every call record of the
+    /// session unreadable. What does not parse is not kept.
+    pub fn set_client_info(&self, client: &RawValue) {
+        if let Some(client) = readable(client) {
+            let _ = self.client_info.set(client);
+        }
+    }
+
     /// A session outside the HTTP table (a stdio host: the process is the session).
     pub fn standalone(
         route: Arc<Route>,
@@ -376,6 +393,19 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_info_is_kept_only_as_json_that_reads_back() -> Result<(), serde_json::Error> {
+        let kept = readable(&RawValue::from_string(r#"{ "name" : "host", "version": "1.0" }"#.to_owned())?);
+        assert_eq!(kept.as_deref().map(RawValue::get), Some(r#"{"name":"host","version":"1.0"}"#));
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for bad in [r#"{"name":"x","v":1e400}"#, r#"{"name":"\ud800"}"#, deep.as_str()] {
+            // A raw value admits these (its scan checks syntax only); a record must read back.
+            let raw = RawValue::from_string(bad.to_owned())?;
+            assert!(readable(&raw).is_none(), "kept {bad}");
+        }
+        Ok(())
+    }
 
     #[tokio::test]
     async fn stream_log_replays_from_any_point_and_ends() {

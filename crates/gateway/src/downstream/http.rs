@@ -334,7 +334,7 @@ async fn initialize(
     let capabilities = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
     let session = st.sessions.create(Arc::clone(&route), version, capabilities, principal);
     if let Some(client) = p.get("clientInfo") {
-        let _ = session.client_info.set(client.to_owned());
+        session.set_client_info(client);
     }
     st.gateway.session_opened(&legacy_host(&session, None, trace), None).await;
     tokio::spawn(feed_session(Arc::clone(&st.gateway), Arc::clone(&session)));

@@ -236,7 +236,7 @@ impl Connection {
         let caps = p.get("capabilities").map_or_else(portcullis_wire::object::empty_object, ToOwned::to_owned);
         let session = Session::standalone(Arc::clone(&self.route), version, caps, Arc::clone(&self.principal));
         if let Some(client) = p.get("clientInfo") {
-            let _ = session.client_info.set(client.to_owned());
+            session.set_client_info(client);
         }
         *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&session));
         if let Some(host) = self.legacy_host() {
