@@ -153,6 +153,7 @@ impl Auditor {
             signed: HashMap::new(),
             floors: HashMap::new(),
             suspect: HashSet::new(),
+            late: HashMap::new(),
             exporter,
             telemetry,
             spool,
@@ -239,6 +240,9 @@ struct Writer {
     /// Streams someone else wrote to between this writer's appends: never signed again by this
     /// process (each gateway instance must have streams of its own).
     suspect: HashSet<String>,
+    /// Streams whose last append this writer gave up waiting for (it may still have landed), and
+    /// the last of its records there it had exported: what lies between is exported once found.
+    late: HashMap<String, i64>,
     exporter: Option<Exporter>,
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     spool: Spool,
@@ -268,6 +272,9 @@ impl Writer {
                         tracing::info!("audit store reachable again");
                         self.healthy.store(true, Ordering::Relaxed);
                     }
+                    if self.healthy.load(Ordering::Relaxed) {
+                        self.catch_up_late(i64::MAX).await;
+                    }
                     self.checkpoint().await;
                 }
                 _ = retention.tick() => self.retain().await,
@@ -279,6 +286,9 @@ impl Writer {
                     break;
                 }
             }
+        }
+        if self.healthy.load(Ordering::Relaxed) {
+            self.catch_up_late(i64::MAX).await;
         }
         self.checkpoint().await;
         if let Some(exporter) = self.exporter.take() {
@@ -297,12 +307,13 @@ impl Writer {
         match outcome {
             Ok(records) => {
                 self.healthy.store(true, Ordering::Relaxed);
-                self.committed(&records);
+                // Durable now: the requests go on while the records are exported.
                 for job in jobs {
                     if let Some(done) = job.done {
                         let _ = done.send(Ok(()));
                     }
                 }
+                self.published(&records).await;
             }
             Err(e) => {
                 if self.healthy.swap(false, Ordering::Relaxed) {
@@ -342,7 +353,9 @@ impl Writer {
         let outcome = self.try_append(batch).await;
         if outcome.is_err() {
             for (stream, _) in batch {
-                self.heads.remove(stream);
+                if let Some((seq, _)) = self.heads.remove(stream) {
+                    self.late.entry(stream.clone()).or_insert(seq);
+                }
             }
         }
         outcome
@@ -358,6 +371,84 @@ impl Writer {
         match tokio::time::timeout(STORE_TIMEOUT, attempt).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(format!("no answer within {STORE_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Takes in committed records: a stream's records from an append this writer gave up on and
+    /// that landed after all are exported first, then these.
+    async fn published(&mut self, records: &[Record]) {
+        let mut firsts: Vec<(&str, i64)> = Vec::new();
+        for r in records {
+            if !firsts.iter().any(|(s, _)| *s == r.stream) {
+                firsts.push((&r.stream, r.seq));
+            }
+        }
+        for (stream, first) in firsts {
+            if let Some(known) = self.late.remove(stream) {
+                // The stream just took a commit: a failed read here is only logged.
+                let _ = self.export_late(stream, known, first).await;
+            }
+        }
+        self.committed(records);
+    }
+
+    /// Exports what every stream with a late append holds after this writer's last exported record
+    /// there, below `before` (everything with `i64::MAX`): on a dedicated store the read waits for
+    /// the appends sent before it, so a late append has landed or rolled back by then.
+    /// A stream whose records cannot be read now, or where nothing was found (a store without
+    /// the dedicated append queue may not show a late commit yet), is tried again on the next tick
+    /// or resolved by the stream's next commit.
+    async fn catch_up_late(&mut self, before: i64) {
+        for (stream, known) in std::mem::take(&mut self.late) {
+            match self.export_late(&stream, known, before).await {
+                Ok(exported) if exported > known => {}
+                Ok(exported) | Err(exported) => {
+                    self.late.insert(stream, exported);
+                }
+            }
+        }
+    }
+
+    /// Exports a stream's records from `known + 1` up to (not including) `before`; the answer (or,
+    /// on a failed read, the error) is the last sequence number exported.
+    async fn export_late(&self, stream: &str, known: i64, before: i64) -> Result<i64, i64> {
+        if self.exporter.is_none() && self.telemetry.is_none() {
+            return Ok(before);
+        }
+        let mut from = known + 1;
+        while from < before {
+            let limit = u32::try_from((before - from).min(MAX_BATCH as i64)).unwrap_or(u32::MAX);
+            let page = match tokio::time::timeout(STORE_TIMEOUT, self.store.audit_records(stream, from, limit)).await {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::warn!(stream, from, error = %e, "audit records that landed late cannot be read for export yet");
+                    return Err(from - 1);
+                }
+                Err(_) => {
+                    tracing::warn!(stream, from, "audit records that landed late cannot be read for export yet");
+                    return Err(from - 1);
+                }
+            };
+            let page: Vec<Record> = page.into_iter().filter(|r| r.seq < before).collect();
+            let Some(last) = page.last() else { return Ok(from - 1) };
+            from = last.seq + 1;
+            tracing::info!(
+                stream,
+                records = page.len(),
+                "exporting audit records that landed after the writer gave up on them"
+            );
+            self.export(&page);
+        }
+        Ok(from - 1)
+    }
+
+    /// Sends committed records to the JSON-lines export and to OpenTelemetry, when configured.
+    fn export(&self, records: &[Record]) {
+        if let Some(exporter) = &self.exporter {
+            exporter.send(records);
+        }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.audit_logs(records);
         }
     }
 
@@ -381,12 +472,7 @@ impl Writer {
             }
             self.heads.insert(r.stream.clone(), (r.seq, r.hash.clone()));
         }
-        if let Some(exporter) = &self.exporter {
-            exporter.send(records);
-        }
-        if let Some(telemetry) = &self.telemetry {
-            telemetry.audit_logs(records);
-        }
+        self.export(records);
     }
 
     /// Moves spooled records into the store, in order, skipping any already there (a replay
@@ -409,9 +495,11 @@ impl Writer {
                     Ok(Err(_)) | Err(_) => return,
                 }
             }
-            if let Err(e) = self.append(&batch(&self.settings.instance, fresh.into_iter())).await.map(|records| {
-                self.committed(&records);
-            }) {
+            let appended = self.append(&batch(&self.settings.instance, fresh.into_iter())).await;
+            if let Ok(committed) = &appended {
+                self.published(committed).await;
+            }
+            if let Err(e) = appended {
                 tracing::debug!(error = %e, "audit store still unavailable");
                 // What was replayed stays in the store; the spool keeps the rest.
                 if let Err(e) = self.spool.replace(&records[i * MAX_BATCH..]).await {
@@ -682,6 +770,7 @@ mod tests {
             signed: HashMap::new(),
             floors: HashMap::new(),
             suspect: HashSet::new(),
+            late: HashMap::new(),
             exporter: None,
             telemetry: None,
             spool: Spool::open(&dir.join("audit.spool")).unwrap_or_else(|e| panic!("{e}")),
@@ -720,6 +809,49 @@ mod tests {
             .collect();
         assert_eq!(seqs, [1, 2, 3], "the late commit landed and the next one follows it");
         assert!(w.suspect.is_empty(), "our own late commit was taken for someone else's write");
+    }
+
+    #[tokio::test]
+    async fn records_that_land_after_the_writer_gave_up_are_exported_in_order() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let url = settings.store.clone();
+        let store = Store::connect_dedicated(&url, false).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = SigningKey::generate();
+        let mut w = writer(&store, settings, &key, dir.path());
+        let out = dir.path().join("export.jsonl");
+        w.exporter = Some(Exporter::start(Export::File(out.clone())).await.unwrap_or_else(|e| panic!("{e}")));
+        let calls = |t| vec![("gw/calls".to_owned(), vec![entry(t)])];
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let committed = w.append(&calls(1)).await.unwrap_or_else(|e| panic!("{e}"));
+        w.published(&committed).await;
+        for late in [2, 4] {
+            // Another process holds the write lock past the writer's patience; then lets go, and
+            // the commit the writer stopped waiting for lands after all.
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(w.append(&calls(late)).await.is_err(), "the append should have timed out");
+            sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+            if late == 2 {
+                // Found by the next append on the stream, and exported before it.
+                let committed = w.append(&calls(3)).await.unwrap_or_else(|e| panic!("{e}"));
+                w.published(&committed).await;
+            } else {
+                // Found by the checkpoint tick (or the close), with no append after it.
+                w.catch_up_late(i64::MAX).await;
+            }
+        }
+        assert!(w.late.is_empty());
+        if let Some(exporter) = w.exporter.take() {
+            exporter.close().await;
+        }
+        let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}"));
+        let seqs: Vec<i64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}"))["seq"].as_i64())
+            .map(|s| s.unwrap_or_else(|| panic!("no seq in {text}")))
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "every committed record exported once, in order");
     }
 
     #[tokio::test]

@@ -397,8 +397,12 @@ impl Store {
         Ok(row.unwrap_or_else(|| (0, GENESIS.to_owned())))
     }
 
-    /// Up to `limit` records of a stream from sequence number `from` on, in order.
+    /// Up to `limit` records of a stream from sequence number `from` on, in order. On a dedicated
+    /// store, appends sent before (a commit its caller stopped waiting for) land or roll back first.
     pub async fn audit_records(&self, stream: &str, from: i64, limit: u32) -> Result<Vec<Record>, StoreError> {
+        if let Some(appender) = self.file.as_ref().map(|f| &f.appender) {
+            appender.barrier().await?;
+        }
         let rows: Vec<RecordRow> = on_pool!(self, |pool| {
             sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM audit_records WHERE stream = $1 AND seq >= $2 ORDER BY seq LIMIT $3"
