@@ -782,15 +782,20 @@ mod tests {
         w.committed(&records);
     }
 
+    /// A writer on a dedicated SQLite store in `dir`, the store, and its URL.
+    async fn dedicated_writer(dir: &std::path::Path) -> (Store, String, Writer) {
+        let settings = settings(dir);
+        let url = settings.store.clone();
+        let store = Store::connect_dedicated(&url, false).await.unwrap_or_else(|e| panic!("{e}"));
+        let w = writer(&store, settings, &SigningKey::generate(), dir);
+        (store, url, w)
+    }
+
     #[tokio::test]
     async fn a_commit_that_lands_after_the_writer_gave_up_is_not_taken_for_someone_elses() {
         use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let settings = settings(dir.path());
-        let url = settings.store.clone();
-        let store = Store::connect_dedicated(&url, false).await.unwrap_or_else(|e| panic!("{e}"));
-        let key = SigningKey::generate();
-        let mut w = writer(&store, settings, &key, dir.path());
+        let (store, url, mut w) = dedicated_writer(dir.path()).await;
         let calls = |t| vec![("gw/calls".to_owned(), vec![entry(t)])];
         w.append(&calls(1)).await.map(|r| w.committed(&r)).unwrap_or_else(|e| panic!("{e}"));
         // Another process holds the write lock past the writer's patience.
@@ -815,11 +820,7 @@ mod tests {
     async fn records_that_land_after_the_writer_gave_up_are_exported_in_order() {
         use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let settings = settings(dir.path());
-        let url = settings.store.clone();
-        let store = Store::connect_dedicated(&url, false).await.unwrap_or_else(|e| panic!("{e}"));
-        let key = SigningKey::generate();
-        let mut w = writer(&store, settings, &key, dir.path());
+        let (_store, url, mut w) = dedicated_writer(dir.path()).await;
         let out = dir.path().join("export.jsonl");
         w.exporter = Some(Exporter::start(Export::File(out.clone())).await.unwrap_or_else(|e| panic!("{e}")));
         let calls = |t| vec![("gw/calls".to_owned(), vec![entry(t)])];
