@@ -9,6 +9,7 @@
 //! the same batches without anyone waiting on them.
 
 pub mod call;
+pub mod journal;
 pub mod report;
 pub mod spool;
 pub mod trace;
@@ -25,6 +26,7 @@ use portcullis_store::{Store, StoreError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
+use self::journal::{Generation, Journal};
 use self::spool::{Spool, Spooled};
 
 use crate::secret::SecretRef;
@@ -33,6 +35,10 @@ use crate::secret::SecretRef;
 const MAX_BATCH: usize = 512;
 /// Events waiting for the writer; beyond this, senders wait (backpressure, never loss).
 const QUEUE: usize = 16_384;
+/// How long records nobody waits for (journaled calls, other events) gather before the writer
+/// commits them: one commit for many at a few hundred calls a second. A record someone waits for
+/// is committed at once, with whatever has gathered.
+const LINGER: Duration = Duration::from_millis(5);
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// How long one store operation may take before the store counts as failing (a hung connection
@@ -67,6 +73,20 @@ pub struct AuditSettings {
     pub retention: BTreeMap<Partition, Duration>,
     /// SQLite: fsync every commit, so records also survive a power cut (not only a crash).
     pub synced: bool,
+    /// When a call whose tier may wait for the store is answered.
+    pub acknowledge: Acknowledge,
+}
+
+/// When a governed call's answer may leave, for calls whose records may wait for the store
+/// (with `spool`, tiers not in `fail_closed_tiers`); the others always wait for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledge {
+    /// Once the record is committed to the store (group commit).
+    Store,
+    /// Once the record is written to the local journal (it survives a killed gateway and is
+    /// replayed into the store at the next start); the store commit follows behind. Not with
+    /// `synchronous = "full"`, whose records must survive a power cut: those wait for the store.
+    Journal,
 }
 
 /// What happens to records when the store cannot take them.
@@ -99,16 +119,23 @@ struct Job {
     done: Option<oneshot::Sender<Result<(), AuditError>>>,
     /// Whether the record may go to the spool when the store fails.
     may_spool: bool,
+    /// The journal file the record was written to before its request went on.
+    journaled: Option<Generation>,
 }
 
 /// The gateway's audit trail.
 pub struct Auditor {
+    /// Records a request waits for.
     tx: mpsc::Sender<Job>,
+    /// Records nobody waits for.
+    later: mpsc::Sender<Job>,
     settings: AuditSettings,
     /// False from a failed commit until the next successful one.
     healthy: Arc<AtomicBool>,
     closed: tokio_util::sync::CancellationToken,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Where records are written before their answers leave, with `acknowledge = "journal"`.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Auditor {
@@ -130,6 +157,7 @@ impl Auditor {
             None => None,
         };
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (later, later_rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let closed = tokio_util::sync::CancellationToken::new();
         let exporter = match &settings.export {
@@ -144,6 +172,16 @@ impl Auditor {
         if !spool.is_empty() {
             tracing::warn!(spool = %spool.path().display(), "audit records wait in the spool; replaying them");
         }
+        let journal = if settings.acknowledge == Acknowledge::Journal
+            && !settings.synced
+            && settings.on_store_failure == StoreFailure::Spool
+        {
+            let journal = Journal::open(spool.path())
+                .map_err(|e| format!("audit journal beside {}: {e}", spool.path().display()))?;
+            Some(Arc::new(journal))
+        } else {
+            None
+        };
         let writer = Writer {
             store,
             key,
@@ -157,9 +195,18 @@ impl Auditor {
             exporter,
             telemetry,
             spool,
+            journal: journal.clone(),
         };
-        let handle = tokio::spawn(writer.run(rx, closed.clone()));
-        Ok(Arc::new(Auditor { tx, settings, healthy, closed, writer: tokio::sync::Mutex::new(Some(handle)) }))
+        let handle = tokio::spawn(writer.run(rx, later_rx, closed.clone()));
+        Ok(Arc::new(Auditor {
+            tx,
+            later,
+            settings,
+            healthy,
+            closed,
+            writer: tokio::sync::Mutex::new(Some(handle)),
+            journal,
+        }))
     }
 
     /// The settings in force.
@@ -188,8 +235,8 @@ impl Auditor {
 
     /// Records an event without waiting for it to be written.
     pub async fn record(&self, kind: Kind, entry: Entry) {
-        let job = Job { partition: kind.partition(), entry, done: None, may_spool: true };
-        if self.tx.send(job).await.is_err() {
+        let job = Job { partition: kind.partition(), entry, done: None, may_spool: true, journaled: None };
+        if self.later.send(job).await.is_err() {
             tracing::error!(kind = %kind, "audit writer stopped; event lost");
         }
     }
@@ -197,16 +244,39 @@ impl Auditor {
     /// Records an event from where nothing can wait (a drop); an event the full queue cannot
     /// take is logged, as lost.
     pub fn record_now(&self, kind: Kind, entry: Entry) {
-        let job = Job { partition: kind.partition(), entry, done: None, may_spool: true };
-        if self.tx.try_send(job).is_err() {
+        let job = Job { partition: kind.partition(), entry, done: None, may_spool: true, journaled: None };
+        if self.later.try_send(job).is_err() {
             tracing::error!(kind = %kind, "audit queue full or writer stopped; event lost");
         }
     }
 
-    /// Records an event and waits until it is durable.
+    /// Records an event and waits until it is durable: written to the journal, when the tier's
+    /// records may wait for the store and the journal is on (and the store is not failing, when
+    /// they wait in the synced spool instead); else committed to the store.
     pub async fn record_durably(&self, kind: Kind, entry: Entry, tier: Option<RiskTier>) -> Result<(), AuditError> {
+        let partition = kind.partition();
+        let may_spool = self.may_spool(tier);
+        if may_spool
+            && self.healthy()
+            && let Some(journal) = &self.journal
+        {
+            match journal.write(partition, &entry) {
+                Ok(generation) => {
+                    let job = Job { partition, entry, done: None, may_spool, journaled: Some(generation) };
+                    // The writer settles the record; if it has stopped, the journal keeps it for
+                    // the next start.
+                    if self.later.send(job).await.is_err() {
+                        tracing::error!(kind = %kind, "audit writer stopped; the record waits in the journal");
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, journal = %journal.path().display(), "audit journal write failed; waiting for the store");
+                }
+            }
+        }
         let (done, wait) = oneshot::channel();
-        let job = Job { partition: kind.partition(), entry, done: Some(done), may_spool: self.may_spool(tier) };
+        let job = Job { partition, entry, done: Some(done), may_spool, journaled: None };
         self.tx.send(job).await.map_err(|_| AuditError("the audit writer stopped".to_owned()))?;
         wait.await.map_err(|_| AuditError("the audit writer stopped".to_owned()))?
     }
@@ -246,20 +316,52 @@ struct Writer {
     exporter: Option<Exporter>,
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     spool: Spool,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>, closed: tokio_util::sync::CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Job>,
+        mut later: mpsc::Receiver<Job>,
+        closed: tokio_util::sync::CancellationToken,
+    ) {
         let mut checkpoint = tokio::time::interval(self.settings.checkpoint_interval);
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retention = tokio::time::interval(RETENTION_EVERY);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Records nobody waits for, gathering until `linger` ends (the channel is not watched
+        // meanwhile, so their senders wake no one).
+        let mut held: Vec<Job> = Vec::new();
+        let linger = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(linger);
         loop {
             // Not biased: under sustained load the checkpoint and retention ticks still get their turn.
             tokio::select! {
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    self.commit(drain(job, &mut rx)).await;
+                    // What gathered first, mostly sent before.
+                    let mut jobs = std::mem::take(&mut held);
+                    fill(&mut jobs, &mut later);
+                    jobs.push(job);
+                    fill(&mut jobs, &mut rx);
+                    self.commit(jobs).await;
+                }
+                job = later.recv(), if held.is_empty() => {
+                    let Some(job) = job else { break };
+                    held.push(job);
+                    linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                }
+                () = &mut linger, if !held.is_empty() => {
+                    loop {
+                        let mut jobs = std::mem::take(&mut held);
+                        fill(&mut jobs, &mut later);
+                        self.commit(jobs).await;
+                        // Far behind: no lingering until it has caught up.
+                        if later.len() < MAX_BATCH {
+                            break;
+                        }
+                    }
                 }
                 _ = checkpoint.tick() => {
                     if !self.spool.is_empty() {
@@ -280,17 +382,37 @@ impl Writer {
                 _ = retention.tick() => self.retain().await,
                 _ = closed.cancelled() => {
                     rx.close();
-                    while let Some(job) = rx.recv().await {
-                        self.commit(drain(job, &mut rx)).await;
+                    later.close();
+                    for queue in [&mut later, &mut rx] {
+                        while let Some(job) = queue.recv().await {
+                            held.push(job);
+                            fill(&mut held, queue);
+                            if held.len() >= MAX_BATCH {
+                                self.commit(std::mem::take(&mut held)).await;
+                            }
+                        }
+                    }
+                    if !held.is_empty() {
+                        self.commit(std::mem::take(&mut held)).await;
+                    }
+                    if !self.spool.is_empty() {
+                        // One more try, so a store that is there leaves nothing waiting.
+                        self.replay().await;
                     }
                     break;
                 }
             }
         }
+        if !held.is_empty() {
+            self.commit(held).await;
+        }
         if self.healthy.load(Ordering::Relaxed) {
             self.catch_up_late(i64::MAX).await;
         }
         self.checkpoint().await;
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
         if let Some(exporter) = self.exporter.take() {
             exporter.close().await;
         }
@@ -308,11 +430,14 @@ impl Writer {
             Ok(records) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 // Durable now: the requests go on while the records are exported.
+                let mut journaled = Vec::new();
                 for job in jobs {
                     if let Some(done) = job.done {
                         let _ = done.send(Ok(()));
                     }
+                    journaled.extend(job.journaled);
                 }
+                self.settle(journaled);
                 self.published(&records).await;
             }
             Err(e) => {
@@ -332,6 +457,10 @@ impl Writer {
                     tracing::error!(error = %e, spool = %self.spool.path().display(), "audit spool failed");
                     AuditError(format!("the audit store and its spool are unavailable: {e}"))
                 });
+                if written.is_ok() {
+                    self.settle(jobs.iter().filter_map(|j| j.journaled).collect());
+                }
+                // (Journaled records the spool could not take stay in the journal, for the next start.)
                 for job in jobs {
                     let Some(done) = job.done else { continue };
                     let _ = done.send(match (&written, job.may_spool) {
@@ -341,6 +470,15 @@ impl Writer {
                     });
                 }
             }
+        }
+    }
+
+    /// Journaled records that are in the store or the spool now.
+    fn settle(&self, generations: Vec<Generation>) {
+        if let Some(journal) = &self.journal
+            && !generations.is_empty()
+        {
+            journal.settle(generations);
         }
     }
 
@@ -624,15 +762,14 @@ impl Writer {
 }
 
 /// A batch: the job that woke the writer and whatever else is queued (group commit).
-fn drain(first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
-    let mut jobs = vec![first];
+/// Adds what `rx` holds to `jobs`, up to a batch.
+fn fill(jobs: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>) {
     while jobs.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(job) => jobs.push(job),
             Err(_) => break,
         }
     }
-    jobs
 }
 
 /// Whether a call record's outcome says the upstream executed the call.
@@ -747,6 +884,7 @@ mod tests {
             export: None,
             retention: BTreeMap::from([(Partition::Calls, Duration::from_secs(3600))]),
             synced: false,
+            acknowledge: Acknowledge::Journal,
         }
     }
 
@@ -779,6 +917,7 @@ mod tests {
             exporter: None,
             telemetry: None,
             spool: Spool::open(&dir.join("audit.spool")).unwrap_or_else(|e| panic!("{e}")),
+            journal: None,
         }
     }
 
@@ -858,6 +997,49 @@ mod tests {
             .map(|s| s.unwrap_or_else(|| panic!("no seq in {text}")))
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4], "every committed record exported once, in order");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journaled_call_is_answered_before_the_store_commits_and_a_fail_closed_one_is_not() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let url = settings.store.clone();
+        let auditor = Auditor::start(settings, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let journal = dir.path().join("audit.spool.journal");
+        // Recent records: retention (one hour here) leaves them alone.
+        let (first, second) = (now_ms(), now_ms() + 1);
+        // Another process holds the store's write lock: nothing can commit.
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        let low = tokio::time::timeout(
+            Duration::from_secs(2),
+            auditor.record_durably(Kind::Call, entry(first), Some(RiskTier::Low)),
+        )
+        .await;
+        assert!(matches!(low, Ok(Ok(()))), "a low-tier record is durable once journaled: {low:?}");
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        assert!(text.contains(&format!("\"time_ms\":{first}")), "the record is in the journal: {text}");
+        let high = auditor.record_durably(Kind::Call, entry(second), Some(RiskTier::High));
+        tokio::pin!(high);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut high).await.is_err(),
+            "a high-tier record waits for the store"
+        );
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(high.await, Ok(())));
+        auditor.close().await;
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let times: Vec<i64> = store
+            .audit_records("gw/calls", 0, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|r| r.entry.time_ms)
+            .collect();
+        // (In either order: the writer takes whatever has queued when the lock goes.)
+        assert!(times == [first, second] || times == [second, first], "both committed: {times:?}");
+        assert!(!journal.exists(), "a journal whose records are all committed is deleted at close");
     }
 
     #[tokio::test]

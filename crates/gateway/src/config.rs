@@ -213,6 +213,13 @@ pub struct RawAudit {
     /// per commit, shared by the batch).
     #[serde(default = "default_audit_sync")]
     pub synchronous: Spanned<String>,
+    /// When a call whose records may wait for the store (with `spool`, tiers outside
+    /// `fail_closed_tiers`) is answered: `journal` (once its record is written to a local journal
+    /// beside the spool, which a killed gateway's next start replays; the store commit follows)
+    /// or `store` (once the store committed it). Other calls, and every call with
+    /// `synchronous = "full"`, wait for the store.
+    #[serde(default = "default_acknowledge")]
+    pub acknowledge: Spanned<String>,
 }
 
 /// `[telemetry]`
@@ -450,6 +457,10 @@ fn default_policy_reload() -> Duration {
 fn default_otlp_protocol() -> Spanned<String> {
     Spanned::new(0..0, "http/protobuf".to_owned())
 }
+fn default_acknowledge() -> Spanned<String> {
+    Spanned::new(0..0, "journal".to_owned())
+}
+
 fn default_audit_sync() -> Spanned<String> {
     Spanned::new(0..0, "normal".to_owned())
 }
@@ -1491,6 +1502,18 @@ impl Validator<'_> {
                 false
             }
         };
+        let acknowledge = match raw.acknowledge.get_ref().as_str() {
+            "journal" => crate::audit::Acknowledge::Journal,
+            "store" => crate::audit::Acknowledge::Store,
+            other => {
+                self.problem(
+                    &raw.acknowledge,
+                    "audit.acknowledge",
+                    format!("unknown setting '{other}' (expected journal or store)"),
+                );
+                crate::audit::Acknowledge::Store
+            }
+        };
         if raw.checkpoint_interval < Duration::from_millis(10) {
             self.problems.push(Problem {
                 line: None,
@@ -1511,6 +1534,7 @@ impl Validator<'_> {
             export,
             retention,
             synced,
+            acknowledge,
         })
     }
 }
@@ -1649,6 +1673,21 @@ upstreams = ["a", "b"]
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].line, Some(3));
         assert!(p[0].message.contains("unknown field `bogus`"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn audit_acknowledgement_defaults_to_the_journal_and_unknown_settings_are_refused() {
+        let route = "[[upstream]]\nname=\"a\"\ntransport=\"stdio\"\ncommand=\"x\"\n[[route]]\npath=\"/mcp\"\nupstreams=[\"a\"]\n";
+        let acknowledge = |audit: &str| {
+            let c = Config::parse(&format!("[audit]\n{audit}\n{route}"), Path::new("t.toml")).expect("valid");
+            c.audit.map(|a| a.acknowledge)
+        };
+        assert_eq!(acknowledge(""), Some(crate::audit::Acknowledge::Journal));
+        assert_eq!(acknowledge("acknowledge = \"store\""), Some(crate::audit::Acknowledge::Store));
+        let p = problems(&format!("[audit]\nacknowledge = \"eventually\"\n{route}"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].key.as_str(), p[0].line), ("audit.acknowledge", Some(2)));
+        assert!(p[0].message.contains("expected journal or store"), "{}", p[0].message);
     }
 
     #[test]

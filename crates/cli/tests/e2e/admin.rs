@@ -441,7 +441,12 @@ upstreams = ["demo"]
     let r = post(&url, &modern_headers, &body).await;
     assert_eq!(r.json()["result"]["content"][0]["text"], "modern", "{}", r.body);
 
-    // Records, oldest first, in the shape `audit search --json` prints; calls are durable before their answers.
+    // Records, oldest first, in the shape `audit search --json` prints. The calls' records were
+    // durable (journaled) before their answers; the store has them a moment later.
+    let start = std::time::Instant::now();
+    while audit_records(&admin, "kind=call").await.len() < 3 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let all = audit_records(&admin, "limit=10000").await;
     let times: Vec<i64> = all.iter().filter_map(|r| r["time_ms"].as_i64()).collect();
     assert!(times.len() == all.len() && times.is_sorted(), "oldest first: {all:#?}");

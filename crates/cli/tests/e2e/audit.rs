@@ -74,13 +74,19 @@ fn records(store: &str, kind: &str) -> Vec<Value> {
 
 /// Waits until `records(kind)` has at least `n` records.
 fn wait_records(store: &str, kind: &str, n: usize) -> Vec<Value> {
+    wait_for(store, kind, |got| got.len() >= n)
+}
+
+/// Waits (up to 15 s) until `records(kind)` satisfies `done`; the records. A low-tier call is
+/// answered once its record is in the journal, so the store may take it a moment later.
+fn wait_for(store: &str, kind: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let got = records(store, kind);
-        if got.len() >= n || start.elapsed() > Duration::from_secs(15) {
+        if done(&got) || start.elapsed() > Duration::from_secs(15) {
             return got;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -144,8 +150,8 @@ async fn records_every_call_exactly_and_finds_tampering(backend: Backend) {
     let bad = call(&url, &sid, 5, "demo__echo", json!({"text": 5}), &[]).await;
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
 
-    // The records are durable before the responses: no waiting needed.
-    let calls = records(&store.url, "call");
+    // The records were durable (journaled) before the responses; the store has them a moment later.
+    let calls = wait_records(&store.url, "call", 4);
     assert_eq!(calls.len(), 4, "{calls:#?}");
     let sessions = records(&store.url, "session.opened");
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
@@ -265,7 +271,7 @@ async fn passes_the_trace_on_to_the_upstream_naming_the_gateways_span() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let calls = records(&store, "call");
+    let calls = wait_records(&store, "call", 1);
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(
         (&calls[0]["correlation"], &calls[0]["parent"]),
@@ -303,7 +309,9 @@ async fn a_gateway_killed_under_load_has_recorded_every_call_it_answered() {
     let store = TestStore::new(Backend::Sqlite);
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, public) = keygen(dir.path());
-    let cfg = config(dir.path(), &store.url, &key, "", "");
+    // The restart must find the spool and journal the killed gateway left: one path for both.
+    let spool = format!("spool = \"{}\"", dir.path().join("audit.spool").display());
+    let cfg = config(dir.path(), &store.url, &key, &spool, "");
     let gateway = Gateway::start(&cfg);
     let url = gateway.url("/mcp");
     let answered = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -348,16 +356,25 @@ async fn a_gateway_killed_under_load_has_recorded_every_call_it_answered() {
     let answered = answered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     assert!(answered.len() >= 20, "too little load to prove anything: {} calls answered", answered.len());
 
-    let recorded: std::collections::HashSet<String> =
-        records(&store.url, "call").iter().filter_map(|r| r["correlation"].as_str().map(str::to_owned)).collect();
+    // Every answered call's record was committed, or is in the journal, which the restart replays
+    // into the store (skipping what is there already).
+    let again = Gateway::start(&cfg);
+    let correlations = |records: &[Value]| -> std::collections::HashSet<String> {
+        records.iter().filter_map(|r| r["correlation"].as_str().map(str::to_owned)).collect()
+    };
+    let recorded = correlations(&wait_for(&store.url, "call", |r| {
+        let recorded = correlations(r);
+        answered.iter().all(|t| recorded.contains(t))
+    }));
     let lost: Vec<&String> = answered.iter().filter(|t| !recorded.contains(*t)).collect();
     assert!(lost.is_empty(), "{} of {} answered calls have no record: {lost:?}", lost.len(), answered.len());
+    let calls = records(&store.url, "call");
+    assert_eq!(correlations(&calls).len(), calls.len(), "no record is replayed twice");
     let (ok, out) = cli(&["audit", "--store", &store.url, "verify", "--public-key", &public]);
     assert!(ok, "the chain verifies after the crash: {out}");
 
-    // On restart the chain goes on from where it stopped.
-    let before = records(&store.url, "call").len();
-    let again = Gateway::start(&cfg);
+    // The chain goes on from where it stopped.
+    let before = calls.len();
     let r = modern_call(
         &again.url("/mcp"),
         "demo__echo",
@@ -405,8 +422,11 @@ async fn audit_trace_reconstructs_a_scripted_incident() {
         &["--bearer", &api_key],
     );
     assert!(out["results"][3]["structuredContent"]["draftId"].is_string(), "{out}");
-    let sessions = records(&store.url, "session.opened");
+    let sessions = wait_for(&store.url, "session.opened", |s| s.iter().any(|s| s["principal"] == "agent-7"));
     let session = sessions.iter().find(|s| s["principal"] == "agent-7").unwrap_or_else(|| panic!("{sessions:?}"));
+    // The session's three calls are in the store before the trace is read.
+    let calls = wait_for(&store.url, "call", |c| c.iter().filter(|c| c["principal"] == "agent-7").count() >= 3);
+    assert_eq!(calls.iter().filter(|c| c["principal"] == "agent-7").count(), 3, "{calls:#?}");
     let correlation = session["correlation"].as_str().unwrap_or_default().to_owned();
 
     let (ok, text) = cli(&["audit", "--store", &store.url, "trace", &correlation, "--json"]);
@@ -453,7 +473,7 @@ async fn audit_trace_reconstructs_a_scripted_incident() {
     )
     .await;
     assert!(first.get("result").is_some(), "{first}");
-    let traced = records(&store.url, "call");
+    let traced = wait_for(&store.url, "call", |c| c.iter().any(|c| c["correlation"] == trace));
     let span = traced
         .iter()
         .find(|c| c["correlation"] == trace)
@@ -469,6 +489,7 @@ async fn audit_trace_reconstructs_a_scripted_incident() {
     )
     .await;
     assert!(second["result"]["structuredContent"]["draftId"].is_string(), "{second}");
+    wait_for(&store.url, "call", |c| c.iter().filter(|c| c["correlation"] == trace).count() >= 2);
     let (ok, text) = cli(&["audit", "--store", &store.url, "trace", trace]);
     assert!(ok, "{text}");
     for expected in [
@@ -536,7 +557,12 @@ async fn a_store_outage_spools_or_refuses_as_configured_and_loses_nothing() {
     set_connections(&store.url, false);
     let spooled = modern_call(&a, "demo__echo", json!({"text": "3"}), &tp(3), &[]).await;
     assert_eq!(spooled["result"]["content"][0]["text"], "3", "a low-tier call goes on, its record spooled: {spooled}");
-    assert!(std::fs::read_to_string(&spool).unwrap_or_default().contains(&format!("{:032x}", 3)), "spooled");
+    // Answered once journaled; the writer, failing to commit it, moves it to the spool.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&spool).unwrap_or_default().contains(&format!("{:032x}", 3)) {
+        assert!(start.elapsed() < Duration::from_secs(15), "not spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for n in [4, 5] {
         let refused = modern_call(&b, "demo__echo", json!({"text": "x"}), &tp(n), &[]).await;
         assert_eq!(

@@ -75,6 +75,28 @@ pub fn raw_upstream(timeout: &str) -> String {
 }
 
 /// A free loopback port (released before use; fine for tests).
+/// The first record `portcullis audit --store <store> search <filters> --json` finds, searched
+/// again until there is one (up to 15 s): a low-tier call is answered once its record is in the
+/// gateway's journal, and the store may take it a moment later.
+pub fn first_audit_record(store: &str, filters: &[&str]) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new(portcullis())
+            .args(["audit", "--store", store, "search"])
+            .args(filters)
+            .arg("--json")
+            .current_dir(workspace())
+            .output()
+            .expect("audit search");
+        assert!(out.status.success(), "{out:?}");
+        if let Some(line) = String::from_utf8_lossy(&out.stdout).lines().next() {
+            return serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no audit record matches {filters:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

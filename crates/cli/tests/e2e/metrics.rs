@@ -77,12 +77,7 @@ async fn metrics_parse_as_openmetrics_and_count_what_happened_with_bounded_label
         call(&url, "demo__get_ticket", json!({"id": "T-1001"}), Some(&format!("00-{trace}-b7ad6b7169203331-01")), &[])
             .await;
     assert!(read.get("result").is_some(), "{read}");
-    let audit = Command::new(crate::harness::portcullis())
-        .args(["audit", "--store", &store, "search", "--correlation", trace, "--json"])
-        .current_dir(workspace())
-        .output()
-        .expect("audit search");
-    let record: Value = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| panic!("{e}: {audit:?}"));
+    let record = crate::harness::first_audit_record(&store, &["--correlation", trace]);
     let span = record["request"].as_str().unwrap_or_default().to_owned();
     let write = call(
         &url,

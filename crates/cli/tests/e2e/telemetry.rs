@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::harness::{DEMO_UPSTREAM, Gateway, modern, portcullis, workspace};
+use crate::harness::{DEMO_UPSTREAM, Gateway, modern, workspace};
 
 type Received = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -73,11 +73,7 @@ async fn calls_are_exported_as_spans_and_audit_records_as_logs_in_the_hosts_trac
     )
     .await;
     assert_eq!(r.json()["result"]["content"][0]["text"], "otel", "{}", r.body);
-    let out = std::process::Command::new(portcullis())
-        .args(["audit", "--store", &store, "search", "--kind", "call", "--json"])
-        .output()
-        .expect("audit search");
-    let record: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let record = crate::harness::first_audit_record(&store, &["--kind", "call"]);
     let span_id = record["request"].as_str().unwrap_or_default().to_owned();
     gateway.terminate(); // flushes the exporters
 

@@ -46,6 +46,9 @@ impl Spool {
             }
         };
         let mut spool = Spool { len: std::fs::metadata(&own).map(|m| m.len()).unwrap_or(0), path: own, _lock: lock };
+        // What this spool's journal still held when its process stopped.
+        let own = spool.path.clone();
+        spool.take_journals(&own)?;
         spool.adopt_orphans(path)?;
         Ok(spool)
     }
@@ -120,37 +123,83 @@ impl Spool {
         Ok(())
     }
 
-    /// Appends the spools of processes that are gone (their lock is free) to this one.
+    /// Appends the spools (and journals) of processes that are gone (their lock is free) to this one.
     fn adopt_orphans(&mut self, base: &Path) -> io::Result<()> {
         let (Some(dir), Some(name)) = (base.parent(), base.file_name().and_then(|n| n.to_str())) else {
             return Ok(());
         };
         let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
         let prefix = format!("{name}.");
+        // `<spool>.<pid>`, or only its journal when that process never spooled.
+        let mut orphans = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(dir)?.flatten() {
             let file_name = entry.file_name();
             let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
-            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || entry.path() == self.path {
+            let pid = rest.strip_suffix(".journal").or_else(|| rest.strip_suffix(".journal.old")).unwrap_or(rest);
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let orphan = entry.path();
-            let Some(lock) = try_lock(&lock_path(&orphan))? else { continue };
-            let content = std::fs::read(&orphan)?;
-            if !content.is_empty() {
-                use std::io::Write as _;
-                let mut ours = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-                ours.write_all(b"\n")?;
-                ours.write_all(&content)?;
-                ours.sync_data()?;
-                self.len += content.len() as u64 + 1;
-                tracing::info!(orphan = %orphan.display(), "audit spool of a stopped process taken over");
+            let orphan = sibling(base, pid);
+            if orphan != self.path {
+                orphans.insert(orphan);
             }
-            std::fs::remove_file(&orphan)?;
+        }
+        for orphan in orphans {
+            let Some(lock) = try_lock(&lock_path(&orphan))? else { continue };
+            self.take(&orphan)?;
+            self.take_journals(&orphan)?;
             drop(lock);
             let _ = std::fs::remove_file(lock_path(&orphan));
         }
         Ok(())
     }
+
+    /// Takes in the journal files beside the spool at `spool` (this one's, or a stopped process's).
+    fn take_journals(&mut self, spool: &Path) -> io::Result<()> {
+        self.take(&old_journal_path(spool))?;
+        self.take(&journal_path(spool))
+    }
+
+    /// Appends what the file at `from` holds to this spool, synced, and deletes the file.
+    fn take(&mut self, from: &Path) -> io::Result<()> {
+        let content = match std::fs::read(from) {
+            Ok(content) => content,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !content.iter().all(u8::is_ascii_whitespace) {
+            use std::io::Write as _;
+            let mut ours = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+            ours.write_all(b"\n")?;
+            ours.write_all(&content)?;
+            ours.sync_data()?;
+            self.len += content.len() as u64 + 1;
+            tracing::info!(from = %from.display(), "audit records left by a stopped process taken into the spool");
+        }
+        std::fs::remove_file(from)
+    }
+}
+
+/// The journal beside the spool at `spool`.
+pub(super) fn journal_path(spool: &Path) -> PathBuf {
+    sibling(spool, "journal")
+}
+
+/// Where the journal beside `spool` is set aside.
+pub(super) fn old_journal_path(spool: &Path) -> PathBuf {
+    sibling(spool, "journal.old")
+}
+
+/// One record as a spool (or journal) line, ending in a newline.
+pub(super) fn line(partition: Partition, entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        partition: &'a str,
+        entry: &'a Entry,
+    }
+    serde_json::to_writer(&mut *out, &Line { partition: partition.as_str(), entry }).map_err(io::Error::other)?;
+    out.push(b'\n');
+    Ok(())
 }
 
 fn lines(records: &[Spooled]) -> String {
@@ -158,13 +207,14 @@ fn lines(records: &[Spooled]) -> String {
         return String::new();
     }
     // Each record starts on a line of its own, even after a line a crash tore.
-    let mut text = String::from("\n");
+    let mut text = vec![b'\n'];
     for r in records {
-        let line = serde_json::json!({"partition": r.partition.as_str(), "entry": r.entry});
-        text.push_str(&line.to_string());
-        text.push('\n');
+        if line(r.partition, &r.entry, &mut text).is_err() {
+            // An entry is strings and a number: serializing it into memory does not fail.
+            tracing::error!(correlation = %r.entry.correlation, "audit record cannot be written as a spool line");
+        }
     }
-    text
+    String::from_utf8(text).unwrap_or_default()
 }
 
 fn parse(line: &[u8]) -> Option<Spooled> {
