@@ -242,10 +242,11 @@ impl Auditor {
     }
 
     /// Records an event from where nothing can wait (a drop); an event the full queue cannot
-    /// take is logged, as lost.
+    /// take is logged, as lost. It goes with the records requests wait for, whose queue the
+    /// journaled calls do not fill.
     pub fn record_now(&self, kind: Kind, entry: Entry) {
         let job = Job { partition: kind.partition(), entry, done: None, may_spool: true, journaled: None };
-        if self.later.try_send(job).is_err() {
+        if self.tx.try_send(job).is_err() {
             tracing::error!(kind = %kind, "audit queue full or writer stopped; event lost");
         }
     }
@@ -259,15 +260,13 @@ impl Auditor {
         if may_spool
             && self.healthy()
             && let Some(journal) = &self.journal
+            // The writer's queue has room first: between the journal write and the send nothing
+            // waits, so a request dropped meanwhile cannot leave a record only in the journal.
+            && let Ok(permit) = self.later.reserve().await
         {
             match journal.write(partition, &entry) {
                 Ok(generation) => {
-                    let job = Job { partition, entry, done: None, may_spool, journaled: Some(generation) };
-                    // The writer settles the record; if it has stopped, the journal keeps it for
-                    // the next start.
-                    if self.later.send(job).await.is_err() {
-                        tracing::error!(kind = %kind, "audit writer stopped; the record waits in the journal");
-                    }
+                    permit.send(Job { partition, entry, done: None, may_spool, journaled: Some(generation) });
                     return Ok(());
                 }
                 Err(e) => {
@@ -340,28 +339,24 @@ impl Writer {
             tokio::select! {
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    // What gathered first, mostly sent before.
-                    let mut jobs = std::mem::take(&mut held);
-                    fill(&mut jobs, &mut later);
-                    jobs.push(job);
+                    // Waiting requests fill the batch first; then whatever else has gathered.
+                    let mut jobs = vec![job];
                     fill(&mut jobs, &mut rx);
+                    jobs.append(&mut held);
+                    fill(&mut jobs, &mut later);
                     self.commit(jobs).await;
                 }
                 job = later.recv(), if held.is_empty() => {
                     let Some(job) = job else { break };
                     held.push(job);
-                    linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                    // Far behind: no lingering until it has caught up.
+                    let wait = if later.len() >= MAX_BATCH { Duration::ZERO } else { LINGER };
+                    linger.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
                 () = &mut linger, if !held.is_empty() => {
-                    loop {
-                        let mut jobs = std::mem::take(&mut held);
-                        fill(&mut jobs, &mut later);
-                        self.commit(jobs).await;
-                        // Far behind: no lingering until it has caught up.
-                        if later.len() < MAX_BATCH {
-                            break;
-                        }
-                    }
+                    let mut jobs = std::mem::take(&mut held);
+                    fill(&mut jobs, &mut later);
+                    self.commit(jobs).await;
                 }
                 _ = checkpoint.tick() => {
                     if !self.spool.is_empty() {
@@ -380,31 +375,27 @@ impl Writer {
                     self.checkpoint().await;
                 }
                 _ = retention.tick() => self.retain().await,
-                _ = closed.cancelled() => {
-                    rx.close();
-                    later.close();
-                    for queue in [&mut later, &mut rx] {
-                        while let Some(job) = queue.recv().await {
-                            held.push(job);
-                            fill(&mut held, queue);
-                            if held.len() >= MAX_BATCH {
-                                self.commit(std::mem::take(&mut held)).await;
-                            }
-                        }
-                    }
-                    if !held.is_empty() {
-                        self.commit(std::mem::take(&mut held)).await;
-                    }
-                    if !self.spool.is_empty() {
-                        // One more try, so a store that is there leaves nothing waiting.
-                        self.replay().await;
-                    }
-                    break;
+                _ = closed.cancelled() => break,
+            }
+        }
+        // Closed (or every sender gone): what is queued in either channel is committed.
+        rx.close();
+        later.close();
+        for queue in [&mut rx, &mut later] {
+            while let Some(job) = queue.recv().await {
+                held.push(job);
+                fill(&mut held, queue);
+                if held.len() >= MAX_BATCH {
+                    self.commit(std::mem::take(&mut held)).await;
                 }
             }
         }
         if !held.is_empty() {
             self.commit(held).await;
+        }
+        if !self.spool.is_empty() {
+            // One more try, so a store that is there leaves nothing waiting.
+            self.replay().await;
         }
         if self.healthy.load(Ordering::Relaxed) {
             self.catch_up_late(i64::MAX).await;
@@ -628,13 +619,20 @@ impl Writer {
                 return;
             }
         };
+        // A record can be in the spool twice (spooled after a failed commit, and taken in again
+        // from the journal a killed gateway left): the first copy is the one that counts.
+        let mut seen = HashSet::new();
         for (i, chunk) in records.chunks(MAX_BATCH).enumerate() {
             let mut fresh = Vec::with_capacity(chunk.len());
             for r in chunk {
+                let e = &r.entry;
+                if !seen.insert((r.partition, e.correlation.as_str(), e.request.as_str(), e.time_ms, e.kind.as_str())) {
+                    continue;
+                }
                 let stream = r.partition.stream(&self.settings.instance);
-                match tokio::time::timeout(STORE_TIMEOUT, self.store.audit_has(&stream, &r.entry)).await {
+                match tokio::time::timeout(STORE_TIMEOUT, self.store.audit_has(&stream, e)).await {
                     Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => fresh.push((r.partition, &r.entry)),
+                    Ok(Ok(false)) => fresh.push((r.partition, e)),
                     Ok(Err(_)) | Err(_) => return,
                 }
             }
@@ -761,8 +759,7 @@ impl Writer {
     }
 }
 
-/// A batch: the job that woke the writer and whatever else is queued (group commit).
-/// Adds what `rx` holds to `jobs`, up to a batch.
+/// Adds what `rx` holds to `jobs`, up to a batch (group commit).
 fn fill(jobs: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>) {
     while jobs.len() < MAX_BATCH {
         match rx.try_recv() {
@@ -997,6 +994,27 @@ mod tests {
             .map(|s| s.unwrap_or_else(|| panic!("no seq in {text}")))
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4], "every committed record exported once, in order");
+    }
+
+    #[tokio::test]
+    async fn a_record_in_the_spool_twice_is_replayed_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (store, _url, mut w) = dedicated_writer(dir.path()).await;
+        let now = now_ms();
+        // Spooled after a failed commit, and taken in again from a killed gateway's journal.
+        let twice = Spooled { partition: Partition::Calls, entry: entry(now) };
+        let other = Spooled { partition: Partition::Calls, entry: entry(now + 1) };
+        w.spool.append(&[twice.clone(), other, twice], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
+        w.replay().await;
+        let times: Vec<i64> = store
+            .audit_records("gw/calls", 0, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|r| r.entry.time_ms)
+            .collect();
+        assert_eq!(times, [now, now + 1]);
+        assert!(w.spool.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,6 @@ pub fn raw_upstream(timeout: &str) -> String {
     )
 }
 
-/// A free loopback port (released before use; fine for tests).
 /// The first record `portcullis audit --store <store> search <filters> --json` finds, searched
 /// again until there is one (up to 15 s): a low-tier call is answered once its record is in the
 /// gateway's journal, and the store may take it a moment later.
@@ -97,6 +96,7 @@ pub fn first_audit_record(store: &str, filters: &[&str]) -> serde_json::Value {
     }
 }
 
+/// A free loopback port (released before use; fine for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

@@ -43,6 +43,8 @@ struct State {
     old: Option<(Generation, u64)>,
     /// A write failed part way: the next record starts on a line of its own.
     torn: bool,
+    /// Closed (its file deleted when settled): writes are refused.
+    closed: bool,
 }
 
 impl Journal {
@@ -58,7 +60,15 @@ impl Journal {
             old: spool::old_journal_path(spool),
             path,
             rotate_bytes,
-            state: Mutex::new(State { file, bytes: 0, generation: 0, unsettled: 0, old: None, torn: false }),
+            state: Mutex::new(State {
+                file,
+                bytes: 0,
+                generation: 0,
+                unsettled: 0,
+                old: None,
+                torn: false,
+                closed: false,
+            }),
         })
     }
 
@@ -67,11 +77,16 @@ impl Journal {
         &self.path
     }
 
-    /// Writes one record (one `write`); the answer says which file it went to.
+    /// Writes one record (one `write`, blocking, under the lock: a page-cache write takes
+    /// microseconds; so does the rename that sets a file aside); the answer says which file it
+    /// went to.
     pub fn write(&self, partition: Partition, entry: &Entry) -> io::Result<Generation> {
         let mut line = Vec::with_capacity(entry.body.len() + 256);
         spool::line(partition, entry, &mut line)?;
         let mut state = self.state.lock().map_err(|_| io::Error::other("the audit journal is poisoned"))?;
+        if state.closed {
+            return Err(io::Error::other("the audit journal is closed"));
+        }
         if state.bytes >= self.rotate_bytes && (state.old.is_none() || state.unsettled == 0) {
             self.rotate(&mut state)?;
         }
@@ -122,7 +137,8 @@ impl Journal {
     /// At close: deletes the journal's files when every record in them is settled (else they are
     /// left for the next start to take into the spool).
     pub fn close(&self) {
-        let Ok(state) = self.state.lock() else { return };
+        let Ok(mut state) = self.state.lock() else { return };
+        state.closed = true;
         if state.unsettled == 0 && state.old.is_none() {
             let _ = std::fs::remove_file(&self.path);
         } else {
@@ -225,6 +241,25 @@ mod tests {
         journal.settle(generations.iter().copied().filter(|g| *g != first));
         journal.close();
         assert!(!journal.path().exists(), "a fully settled journal is deleted at close");
+    }
+
+    #[test]
+    fn a_file_with_nothing_unsettled_is_started_over_and_a_closed_journal_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool = dir.path().join("audit.spool");
+        let journal = Journal::with_rotation(&spool, 100).unwrap_or_else(|e| panic!("{e}"));
+        let first = journal.write(Partition::Calls, &entry(1)).unwrap_or_else(|e| panic!("{e}"));
+        journal.settle([first]);
+        // Past the size, with nothing unsettled: the same file, emptied.
+        let second = journal.write(Partition::Calls, &entry(2)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, second, "not set aside");
+        assert!(!spool::old_journal_path(&spool).exists());
+        let text = std::fs::read_to_string(journal.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains(&format!("{:032x}", 1)) && text.contains(&format!("{:032x}", 2)), "{text}");
+        journal.settle([second]);
+        journal.close();
+        assert!(journal.write(Partition::Calls, &entry(3)).is_err(), "a closed journal refuses records");
+        assert!(!journal.path().exists());
     }
 
     #[test]

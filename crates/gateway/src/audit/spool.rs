@@ -68,12 +68,12 @@ impl Spool {
         if records.is_empty() {
             return Ok(());
         }
-        let text = lines(records);
+        let text = lines(records)?;
         if self.len + text.len() as u64 > max_bytes {
             return Err(io::Error::other(format!("the spool would exceed {max_bytes} bytes")));
         }
         let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
-        file.write_all(text.as_bytes()).await?;
+        file.write_all(&text).await?;
         file.sync_data().await?;
         self.len += text.len() as u64;
         Ok(())
@@ -109,10 +109,10 @@ impl Spool {
 
     /// Replaces the spool's content with `records` (none: empties it), atomically.
     pub async fn replace(&mut self, records: &[Spooled]) -> io::Result<()> {
-        let text = lines(records);
+        let text = lines(records)?;
         let aside = sibling(&self.path, "tmp");
         let mut file = tokio::fs::File::create(&aside).await?;
-        file.write_all(text.as_bytes()).await?;
+        file.write_all(&text).await?;
         file.sync_data().await?;
         drop(file);
         tokio::fs::rename(&aside, &self.path).await?;
@@ -202,19 +202,16 @@ pub(super) fn line(partition: Partition, entry: &Entry, out: &mut Vec<u8>) -> io
     Ok(())
 }
 
-fn lines(records: &[Spooled]) -> String {
+fn lines(records: &[Spooled]) -> io::Result<Vec<u8>> {
     if records.is_empty() {
-        return String::new();
+        return Ok(Vec::new());
     }
     // Each record starts on a line of its own, even after a line a crash tore.
     let mut text = vec![b'\n'];
     for r in records {
-        if line(r.partition, &r.entry, &mut text).is_err() {
-            // An entry is strings and a number: serializing it into memory does not fail.
-            tracing::error!(correlation = %r.entry.correlation, "audit record cannot be written as a spool line");
-        }
+        line(r.partition, &r.entry, &mut text)?;
     }
-    String::from_utf8(text).unwrap_or_default()
+    Ok(text)
 }
 
 fn parse(line: &[u8]) -> Option<Spooled> {
@@ -274,7 +271,7 @@ mod tests {
         let mut spool = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
         spool.append(&[record(1)], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
         // A crash mid-write leaves half a line, cut inside a multi-byte character.
-        let text = lines(&[record(2)]);
+        let text = String::from_utf8(lines(&[record(2)]).unwrap_or_default()).unwrap_or_default();
         let cut = text.find('ü').unwrap_or(10) + 1;
         let mut torn = std::fs::read(&path).unwrap_or_default();
         torn.extend_from_slice(&text.as_bytes()[..cut]);
@@ -304,7 +301,7 @@ mod tests {
         second.append(&[record(2)], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
         // An orphan: a pid spool whose owner is gone.
         let orphan = sibling(&path, "999999");
-        std::fs::write(&orphan, lines(&[record(3)])).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&orphan, lines(&[record(3)]).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
         drop(second); // a live second owner's spool is not taken over while it holds its lock
         drop(first);
         let third = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
