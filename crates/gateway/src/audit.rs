@@ -923,6 +923,12 @@ mod tests {
         w.committed(&records);
     }
 
+    /// The times of the records in `gw/calls`, in the stream's order.
+    async fn call_times(store: &Store) -> Vec<i64> {
+        let records = store.audit_records("gw/calls", 0, 100).await.unwrap_or_else(|e| panic!("{e}"));
+        records.iter().map(|r| r.entry.time_ms).collect()
+    }
+
     /// A writer on a dedicated SQLite store in `dir`, the store, and its URL.
     async fn dedicated_writer(dir: &std::path::Path) -> (Store, String, Writer) {
         let settings = settings(dir);
@@ -1006,13 +1012,7 @@ mod tests {
         let other = Spooled { partition: Partition::Calls, entry: entry(now + 1) };
         w.spool.append(&[twice.clone(), other, twice], u64::MAX).await.unwrap_or_else(|e| panic!("{e}"));
         w.replay().await;
-        let times: Vec<i64> = store
-            .audit_records("gw/calls", 0, 10)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .iter()
-            .map(|r| r.entry.time_ms)
-            .collect();
+        let times = call_times(&store).await;
         assert_eq!(times, [now, now + 1]);
         assert!(w.spool.is_empty());
     }
@@ -1048,13 +1048,7 @@ mod tests {
         assert!(matches!(high.await, Ok(())));
         auditor.close().await;
         let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
-        let times: Vec<i64> = store
-            .audit_records("gw/calls", 0, 10)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .iter()
-            .map(|r| r.entry.time_ms)
-            .collect();
+        let times = call_times(&store).await;
         // (In either order: the writer takes whatever has queued when the lock goes.)
         assert!(times == [first, second] || times == [second, first], "both committed: {times:?}");
         assert!(!journal.exists(), "a journal whose records are all committed is deleted at close");
