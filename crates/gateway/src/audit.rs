@@ -253,16 +253,21 @@ impl Auditor {
 
     /// Records an event and waits until it is durable: written to the journal, when the tier's
     /// records may wait for the store and the journal is on (and the store is not failing, when
-    /// they wait in the synced spool instead); else committed to the store.
+    /// they wait in the synced spool instead); else committed to the store. A caller that stops
+    /// waiting before the record is handed over (a host gone while the writer's queue is full)
+    /// still has it recorded, without waiting.
     pub async fn record_durably(&self, kind: Kind, entry: Entry, tier: Option<RiskTier>) -> Result<(), AuditError> {
         let partition = kind.partition();
         let may_spool = self.may_spool(tier);
+        let mut pending = Pending { auditor: self, kind, entry: Some(entry) };
         if may_spool
             && self.healthy()
             && let Some(journal) = &self.journal
             // The writer's queue has room first: between the journal write and the send nothing
             // waits, so a request dropped meanwhile cannot leave a record only in the journal.
             && let Ok(permit) = self.later.reserve().await
+            && self.healthy()
+            && let Some(entry) = pending.entry.take()
         {
             match journal.write(partition, &entry) {
                 Ok(generation) => {
@@ -271,13 +276,16 @@ impl Auditor {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, journal = %journal.path().display(), "audit journal write failed; waiting for the store");
+                    pending.entry = Some(entry);
                 }
             }
         }
+        let stopped = || AuditError("the audit writer stopped".to_owned());
+        let permit = self.tx.reserve().await.map_err(|_| stopped())?;
+        let Some(entry) = pending.entry.take() else { return Err(stopped()) };
         let (done, wait) = oneshot::channel();
-        let job = Job { partition, entry, done: Some(done), may_spool, journaled: None };
-        self.tx.send(job).await.map_err(|_| AuditError("the audit writer stopped".to_owned()))?;
-        wait.await.map_err(|_| AuditError("the audit writer stopped".to_owned()))?
+        permit.send(Job { partition, entry, done: Some(done), may_spool, journaled: None });
+        wait.await.map_err(|_| stopped())?
     }
 
     /// Writes what is queued, signs a last checkpoint, and stops the writer.
@@ -291,6 +299,21 @@ impl Auditor {
     /// The stream a partition's events go to.
     pub fn stream(&self, partition: Partition) -> String {
         partition.stream(&self.settings.instance)
+    }
+}
+
+/// A record not yet handed to the writer: recorded without waiting if dropped so.
+struct Pending<'a> {
+    auditor: &'a Auditor,
+    kind: Kind,
+    entry: Option<Entry>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.auditor.record_now(self.kind, entry);
+        }
     }
 }
 
@@ -1015,6 +1038,20 @@ mod tests {
         let times = call_times(&store).await;
         assert_eq!(times, [now, now + 1]);
         assert!(w.spool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_dropped_before_it_was_handed_over_is_recorded_all_the_same() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let url = settings.store.clone();
+        let auditor = Auditor::start(settings, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let now = now_ms();
+        // What a `record_durably` future holds while it waits for room in the writer's queue.
+        drop(Pending { auditor: &auditor, kind: Kind::Call, entry: Some(entry(now)) });
+        auditor.close().await;
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(call_times(&store).await, [now]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
