@@ -180,6 +180,13 @@ impl Auditor {
                 .map_err(|e| format!("audit journal beside {}: {e}", spool.path().display()))?;
             Some(Arc::new(journal))
         } else {
+            if settings.acknowledge == Acknowledge::Journal {
+                // The default, overruled by a setting that asks more of every record.
+                tracing::info!(
+                    "audit: calls wait for the store's commit (acknowledge = \"journal\" applies only with \
+                     on_store_failure = \"spool\" and synchronous = \"normal\")"
+                );
+            }
             None
         };
         let writer = Writer {
