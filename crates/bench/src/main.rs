@@ -6,6 +6,7 @@ mod load;
 mod memory;
 mod plot;
 mod process;
+mod relay;
 mod report;
 mod request;
 mod suite;
@@ -24,7 +25,7 @@ use crate::process::Peer;
 use crate::report::{Machine, Memory, Report, Settings};
 use crate::request::{Era, Template};
 use crate::suite::{Load, Plan, Scenario};
-use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO, Target};
+use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO, RELAY, Target};
 
 /// Benchmarks Portcullis against a direct connection to the bundled demo upstream, A/B interleaved.
 #[derive(Parser, Debug)]
@@ -68,6 +69,9 @@ struct Args {
     /// `sessions`, `agg`.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// Run as the reference relay in front of this upstream instead (the harness starts it).
+    #[arg(long, hide = true)]
+    relay_to: Option<std::net::SocketAddr>,
 }
 
 fn parse_variant(s: &str) -> Result<(String, PathBuf), String> {
@@ -80,6 +84,15 @@ fn parse_variant(s: &str) -> Result<(String, PathBuf), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(upstream) = args.relay_to {
+        return match relay::serve(upstream) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis-bench relay: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .enable_all()
@@ -139,13 +152,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let template = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
         variants.push((name.clone(), target::start_gateway(&exe, &template, &demo)?));
     }
+    let relay = Peer::relay(demo.addr)?;
     let direct = target::direct_target(&demo)?;
+    let relayed = target::relay_target(&relay, &demo)?;
     let probe = Template::call(Era::Modern, "echo", json!({ "text": "ready?" }), false);
     let mut gateways = vec![target::gateway_target(GATEWAY, &gateway, "/mcp", &[demo.pid()])?];
     for (name, peer) in &variants {
         gateways.push(target::gateway_target(&format!("gateway-{name}"), peer, "/mcp", &[demo.pid()])?);
     }
-    for t in std::iter::once(&direct).chain(&gateways) {
+    for t in [&direct, &relayed].into_iter().chain(&gateways) {
         suite::wait_ready(t, &probe).await?;
     }
     let stdio_probe = target::gateway_target(GATEWAY_STDIO, &gateway, "/stdio", &[])?;
@@ -154,7 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut memory = Memory { gateway_start_rss_kib: process::rss_kib(gateway.pid()), ..Memory::default() };
     progress(&format!("peers ready ({} mode, portcullis at {})", plan.mode, exe.display()));
 
-    let mut scenarios = suite::request_scenarios(&plan, &direct, &gateways, &stdio);
+    let mut scenarios = suite::request_scenarios(&plan, &direct, &relayed, &gateways, &stdio);
     scenarios.retain(|s| wanted(&s.name));
     if plan.mode == "quick" {
         // Quick mode stays under a minute: the controls without the audit trail run only what their
@@ -188,7 +203,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .fold(0.0_f64, f64::max)
     };
     if let Some(call) = scenarios.iter().find(|s| s.name == "call_small").filter(|_| wanted("fixed_rate")) {
-        let mut at = vec![(capacity(GATEWAY), vec![DIRECT.to_owned(), GATEWAY.to_owned()])];
+        // The relay rides along at the forward-only gateway's rate: the p99 of a bare hop there.
+        let mut at = vec![(capacity(GATEWAY), vec![DIRECT.to_owned(), RELAY.to_owned(), GATEWAY.to_owned()])];
         for (name, _) in &variants {
             let subject = format!("gateway-{name}");
             at.push((capacity(&subject), vec![DIRECT.to_owned(), GATEWAY.to_owned(), subject]));
@@ -211,6 +227,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let variant_names: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
     drop(variants);
     drop(gateway);
+    drop(relay);
 
     progress(&format!("idle sessions {:?}", plan.sessions));
     if !plan.sessions.is_empty() && wanted("sessions") {
@@ -237,6 +254,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         runs,
         memory,
         targets: Vec::new(),
+        reference: Vec::new(),
     };
     // The controls-on targets compare the all-controls gateway, or else the first variant; the
     // same targets are also checked for the controls without the audit trail, when it ran.
@@ -245,6 +263,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         controls.or_else(|| args.variant.iter().map(|(n, _)| n.as_str()).find(|n| *n != target::CONTROLS_NO_AUDIT));
     let without_audit = variant_names.iter().map(String::as_str).find(|n| *n == target::CONTROLS_NO_AUDIT);
     report.targets = report::check_targets(&report, controls, without_audit);
+    report.reference = report::reference(&report);
     let json_path = args.out.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     let svg_path = args.out.join("latency.svg");

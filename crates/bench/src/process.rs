@@ -48,6 +48,14 @@ impl Peer {
         Ok(Peer { child, addr, _dir: Some(dir) })
     }
 
+    /// Starts the reference relay (this binary, `--relay-to`) in front of `upstream`.
+    pub fn relay(upstream: SocketAddr) -> anyhow::Result<Peer> {
+        let mut cmd = Command::new(std::env::current_exe().context("locate portcullis-bench")?);
+        cmd.arg("--relay-to").arg(upstream.to_string());
+        let (child, addr) = spawn(cmd, "relay listening on http://")?;
+        Ok(Peer { child, addr, _dir: None })
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -22,6 +22,17 @@ pub struct Report {
     pub memory: Memory,
     /// The issue's targets, met or missed.
     pub targets: Vec<Check>,
+    /// The same measures for the reference relay (one hop with no logic), and the gateway above
+    /// it: what of the gateway's cost is the machine's, and what is the gateway's own.
+    pub reference: Vec<Figure>,
+}
+
+/// A measured figure with no limit.
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: Option<f64>,
+    pub unit: String,
 }
 
 /// The machine the figures come from.
@@ -207,6 +218,39 @@ pub struct SessionMemory {
     pub open_ms: f64,
 }
 
+/// What the reference relay costs (the targets' measures, taken for it), and what the
+/// forward-only gateway adds above it, in the same run.
+pub fn reference(report: &Report) -> Vec<Figure> {
+    use crate::target::{DIRECT, GATEWAY, RELAY};
+    let c1 = report.find("call_small", "closed", Some(1));
+    let relay = c1.and_then(|r| r.comparison(RELAY, DIRECT));
+    let best = |target: &str| {
+        report
+            .runs
+            .iter()
+            .filter(|r| r.scenario == "call_small" && r.load == "closed")
+            .filter_map(|r| r.of(target))
+            .map(|m| m.throughput_rps)
+            .reduce(f64::max)
+    };
+    let saturation = best(RELAY).zip(best(DIRECT)).map(|(r, d)| if d > 0.0 { r / d } else { 0.0 });
+    let above = c1.and_then(|r| r.of(GATEWAY).zip(r.of(RELAY))).map(|(g, r)| g.p50_us - r.p50_us);
+    let fixed = report.find("call_small", "fixed_rate", None);
+    let figure =
+        |name: &str, value: Option<f64>, unit: &str| Figure { name: name.to_owned(), value, unit: unit.to_owned() };
+    vec![
+        figure("c=1 tools/call: relay p50 / direct p50", relay.map(|c| c.p50_ratio), "x"),
+        figure("c=1 tools/call: relay added p50", relay.map(|c| c.added_p50_us), "µs"),
+        figure("saturation throughput: relay / direct (best of sweep)", saturation, "x"),
+        figure(
+            "added p99 at the fixed rate: relay",
+            fixed.and_then(|r| r.comparison(RELAY, DIRECT)).map(|c| c.added_p99_us),
+            "µs",
+        ),
+        figure("c=1 tools/call: gateway p50 − relay p50", above, "µs"),
+    ]
+}
+
 /// One target of the issue.
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -335,6 +379,13 @@ impl Report {
             let v = c.value.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".to_owned());
             let _ =
                 writeln!(out, "  {:<58} {:>10} {} {:<8} {:<4} {}", c.name, v, c.relation, c.limit, c.unit, c.status);
+        }
+        if !self.reference.is_empty() {
+            let _ = writeln!(out, "\nreference: one HTTP hop with no logic (relay-http), and the gateway above it:");
+            for f in &self.reference {
+                let v = f.value.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".to_owned());
+                let _ = writeln!(out, "  {:<58} {:>10} {}", f.name, v, f.unit);
+            }
         }
         out
     }

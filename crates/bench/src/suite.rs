@@ -12,7 +12,7 @@ use crate::connection::Connection;
 use crate::load::{self, Sample, Window};
 use crate::report::{Comparison, Measured, Run};
 use crate::request::{Era, Template, text_of};
-use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO, Target};
+use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO, RELAY, Target};
 
 /// How much to measure.
 #[derive(Debug, Clone)]
@@ -95,13 +95,20 @@ pub enum Load {
     Rate { rps: f64, connections: usize },
 }
 
-/// The request scenarios: each on the direct baseline, the forward-only gateway (HTTP and stdio
-/// upstream) and any variant gateways. `gateways` are the non-stdio gateway targets.
-pub fn request_scenarios(plan: &Plan, direct: &Target, gateways: &[Target], stdio: &Target) -> Vec<Scenario> {
-    let mut all = vec![direct.clone()];
+/// The request scenarios: each on the direct baseline, the reference relay, the forward-only
+/// gateway (HTTP and stdio upstream) and any variant gateways. `gateways` are the non-stdio
+/// gateway targets.
+pub fn request_scenarios(
+    plan: &Plan,
+    direct: &Target,
+    relay: &Target,
+    gateways: &[Target],
+    stdio: &Target,
+) -> Vec<Scenario> {
+    let mut all = vec![direct.clone(), relay.clone()];
     all.extend(gateways.iter().cloned());
     all.push(stdio.clone());
-    let mut http_only = vec![direct.clone()];
+    let mut http_only = vec![direct.clone(), relay.clone()];
     http_only.extend(gateways.iter().cloned());
     let large = text_of(plan.large_bytes);
     let kib = plan.large_bytes / 1024;
@@ -228,6 +235,7 @@ pub async fn run(plan: &Plan, sc: &Scenario, load: Load, upstreams: Option<usize
 }
 
 /// Every target against the direct baseline; variant gateways also against the forward-only one.
+/// The reference relay is compared with direct only.
 fn compare(results: &[Measured]) -> Vec<Comparison> {
     let find = |name: &str| results.iter().find(|m| m.target == name);
     let mut out = Vec::new();
@@ -235,7 +243,7 @@ fn compare(results: &[Measured]) -> Vec<Comparison> {
         if let Some(direct) = find(DIRECT).filter(|_| m.target != DIRECT) {
             out.push(Comparison::of(m, direct));
         }
-        if ![DIRECT, GATEWAY, GATEWAY_STDIO].contains(&m.target.as_str())
+        if ![DIRECT, RELAY, GATEWAY, GATEWAY_STDIO].contains(&m.target.as_str())
             && let Some(forward) = find(GATEWAY)
         {
             out.push(Comparison::of(m, forward));

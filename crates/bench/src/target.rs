@@ -12,6 +12,8 @@ use crate::process::{self, Peer};
 
 /// The baseline every other target is compared against.
 pub const DIRECT: &str = "direct-http";
+/// The reference relay (`relay.rs`): one HTTP hop with no logic, in front of the same demo.
+pub const RELAY: &str = "relay-http";
 /// The forward-only gateway in front of the HTTP demo; variants are also compared against it.
 pub const GATEWAY: &str = "gateway-http";
 /// The same gateway, route to a stdio demo it supervises.
@@ -130,6 +132,16 @@ pub fn gateway_target(name: &str, gateway: &Peer, path: &str, upstream_pids: &[u
         endpoint: Arc::new(Endpoint::new(gateway.addr, path)?),
         gateway_pid: Some(gateway.pid()),
         server_pids,
+    })
+}
+
+/// The reference relay's target: its CPU is reported as the gateway's, the demo's beside it.
+pub fn relay_target(relay: &Peer, demo: &Peer) -> anyhow::Result<Target> {
+    Ok(Target {
+        name: RELAY.to_owned(),
+        endpoint: Arc::new(Endpoint::new(relay.addr, "/mcp")?),
+        gateway_pid: Some(relay.pid()),
+        server_pids: vec![relay.pid(), demo.pid()],
     })
 }
 

@@ -42,6 +42,7 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "portcullis-bench failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("targets (issue 3)"), "no table on stdout:\n{stdout}");
+    assert!(stdout.contains("reference: one HTTP hop"), "no reference figures on stdout:\n{stdout}");
 
     let text = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
     let report: Value = serde_json::from_str(&text).expect("bench.json is JSON");
@@ -68,6 +69,7 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
         .collect();
     for t in [
         "direct-http",
+        "relay-http",
         "gateway-http",
         "gateway-controls",
         "gateway-controls-noaudit",
@@ -114,6 +116,12 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
     // The all-controls gateways run by default, so every target has a figure.
     for t in report["targets"].as_array().expect("targets") {
         assert!(t["status"] == "met" || t["status"] == "missed", "{}: {}", t["name"], t["status"]);
+    }
+    // The reference relay has a figure for each of its measures.
+    let reference = report["reference"].as_array().expect("reference");
+    assert_eq!(reference.len(), 5);
+    for f in reference {
+        assert!(f["value"].as_f64().is_some_and(f64::is_finite), "{}: no figure", f["name"]);
     }
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).expect("latency.svg");
     assert!(svg.starts_with("<svg") && svg.contains("gateway-http"), "not the latency plot");
