@@ -88,7 +88,8 @@ fn main() -> ExitCode {
         return match relay::serve(upstream) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("portcullis-bench relay: {e:#}");
+                // The harness passes on a peer's lines that say ERROR.
+                eprintln!("ERROR portcullis-bench relay: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -134,8 +135,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let progress = |what: &str| eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
 
-    // The peers: one HTTP demo (the direct baseline and the gateways' upstream), the forward-only
-    // gateway (HTTP route and stdio route), and any variant gateways.
+    // The peers: one HTTP demo (the direct baseline and the gateways' upstream), the reference
+    // relay in front of it, the forward-only gateway (HTTP route and stdio route), and any variant
+    // gateways.
     let demo = Peer::demo_http(&exe)?;
     let gateway = target::start_gateway(&exe, &target::forward_only_config(), &demo)?;
     let mut variants = Vec::new();
@@ -172,11 +174,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut scenarios = suite::request_scenarios(&plan, &direct, &relayed, &gateways, &stdio);
     scenarios.retain(|s| wanted(&s.name));
     if plan.mode == "quick" {
-        // Quick mode stays under a minute: the controls without the audit trail run only what their
-        // targets read (the `tools/call` sweep, and their fixed-rate run after it).
+        // Quick mode stays under a minute: the controls without the audit trail and the reference
+        // relay run only what their figures read (the `tools/call` sweep, and the fixed-rate runs
+        // after it).
         let bare = format!("gateway-{}", target::CONTROLS_NO_AUDIT);
         for sc in scenarios.iter_mut().filter(|s| s.name != "call_small") {
-            sc.targets.retain(|t| t.name != bare);
+            sc.targets.retain(|t| t.name != bare && t.name != RELAY);
         }
     }
     let mut runs = Vec::new();
@@ -192,8 +195,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     memory.gateway_peak_rss_kib = process::peak_rss_kib(gateway.pid());
 
-    // Fixed rate at half of the forward-only gateway's best closed-loop throughput (direct and
-    // forward-only); then, for each variant, at half of its own (direct, forward-only and it), so
+    // Fixed rate at half of the forward-only gateway's best closed-loop throughput (direct, the
+    // relay and forward-only); then, for each variant, at half of its own (direct, forward-only and it), so
     // no gateway is measured above its capacity, where latency is only queueing.
     let capacity = |target: &str| {
         runs.iter()

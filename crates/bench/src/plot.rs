@@ -1,10 +1,10 @@
 //! The one picture: latency percentiles per scenario at concurrency 1, direct vs through the
-//! gateway, as a hand-written SVG (log-scale horizontal bars: p50 dark, p90 mid, p99 light).
+//! gateway (the reference relay in grey beside them), as a hand-written SVG (log-scale horizontal bars: p50 dark, p90 mid, p99 light).
 
 use std::fmt::Write as _;
 
 use crate::report::Report;
-use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO};
+use crate::target::{DIRECT, GATEWAY, GATEWAY_STDIO, RELAY};
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 250.0;
@@ -111,6 +111,7 @@ fn colours(target: &str) -> (&'static str, &'static str, &'static str) {
         DIRECT => ("#1f4e8c", "#4f7fc0", "#a9c2e6"),
         GATEWAY => ("#b35900", "#e08a2e", "#f5c89a"),
         GATEWAY_STDIO => ("#2e7d32", "#5fae62", "#b4dcb5"),
+        RELAY => ("#555555", "#888888", "#cccccc"),
         _ => ("#5e35b1", "#8c6bd1", "#cbbcf0"),
     }
 }

@@ -1,4 +1,5 @@
-//! The peers under test as child processes (the demo upstream and the gateway), and what `/proc`
+//! The peers under test as child processes (the demo upstream, the reference relay and the
+//! gateways), and what `/proc`
 //! tells about them: resident memory and CPU time.
 
 use std::io::{BufRead, BufReader};

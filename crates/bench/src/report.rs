@@ -133,7 +133,7 @@ pub struct Measured {
     pub mean_us: f64,
     /// CPU time of every server process involved (gateway and upstream), per request, µs.
     pub server_cpu_us_per_request: Option<f64>,
-    /// CPU time of the gateway process alone, per request, µs.
+    /// CPU time of the gateway process alone (for `relay-http`, the relay's), per request, µs.
     pub gateway_cpu_us_per_request: Option<f64>,
 }
 
@@ -235,7 +235,8 @@ pub fn reference(report: &Report) -> Vec<Figure> {
     };
     let saturation = best(RELAY).zip(best(DIRECT)).map(|(r, d)| if d > 0.0 { r / d } else { 0.0 });
     let above = c1.and_then(|r| r.of(GATEWAY).zip(r.of(RELAY))).map(|(g, r)| g.p50_us - r.p50_us);
-    let fixed = report.find("call_small", "fixed_rate", None);
+    let fixed =
+        report.runs.iter().find(|r| r.scenario == "call_small" && r.load == "fixed_rate" && r.of(RELAY).is_some());
     let figure =
         |name: &str, value: Option<f64>, unit: &str| Figure { name: name.to_owned(), value, unit: unit.to_owned() };
     vec![

@@ -25,11 +25,12 @@ pub const DEMO_URL: &str = "{{DEMO_URL}}";
 /// One endpoint under load and the processes whose CPU time serves it.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `direct-http`, `gateway-http`, `gateway-stdio`, `gateway-<variant>`, `gateway-agg<N>`.
+    /// `direct-http`, `relay-http`, `gateway-http`, `gateway-stdio`, `gateway-<variant>`,
+    /// `gateway-agg<N>`.
     pub name: String,
     /// Where requests go.
     pub endpoint: Arc<Endpoint>,
-    /// The gateway's pid, if this is a gateway.
+    /// The gateway's pid, if this is a gateway (or the reference relay, which stands in its place).
     pub gateway_pid: Option<u32>,
     /// Every server process involved (gateway and upstreams).
     pub server_pids: Vec<u32>,
