@@ -2133,10 +2133,8 @@ fn parked_rest(
 
 /// The progress token a request's `_meta` carries.
 fn progress_token(params: Option<&RawValue>) -> Option<Box<RawValue>> {
-    params
-        .and_then(RawObject::parse)
-        .and_then(|p| p.get_object("_meta"))
-        .and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned))
+    let meta = portcullis_wire::object::member(params?, "_meta")?;
+    portcullis_wire::object::member(meta, meta::PROGRESS_TOKEN).map(ToOwned::to_owned)
 }
 
 /// Whether a message from the upstream asks the client for input.
@@ -2146,7 +2144,7 @@ fn is_input_request(m: &Message) -> bool {
 
 /// Whether a modern host declared a capability on this request.
 fn host_declares(host: &Host, capability: &str) -> bool {
-    host.capabilities.as_deref().and_then(RawObject::parse).is_some_and(|c| c.contains(capability))
+    host.capabilities.as_deref().and_then(|c| portcullis_wire::object::member(c, capability)).is_some()
 }
 
 /// An `input_required` result asking the host the parked questions.

@@ -1,7 +1,11 @@
 //! A JSON object parsed one level deep: keys in their original order, values
 //! kept as raw JSON. Used to read or rewrite one field without touching the rest.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use indexmap::IndexMap;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A JSON object with raw values.
@@ -98,6 +102,63 @@ pub fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).unwrap_or_default()
 }
 
+/// The raw value of `key` in a JSON object, borrowed from its text: one scan, no map built, the
+/// other members skipped unread. The last of duplicate keys, as [`RawObject::parse`] keeps it;
+/// `None` if `object` is not an object or has no such key.
+pub fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    struct Find<'k>(&'k str);
+    impl<'de> de::DeserializeSeed<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                if k == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(object.get());
+    let found = de::DeserializeSeed::deserialize(Find(key), &mut d).ok()?;
+    d.end().ok()?;
+    found
+}
+
+/// An object's key as read: borrowed from the text unless escapes made it a copy.
+#[derive(Debug)]
+pub struct Key<'a>(pub Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// Builds raw JSON from text, falling back to `null` for invalid text.
 pub fn raw(text: impl Into<String>) -> Box<RawValue> {
     RawValue::from_string(text.into()).unwrap_or_default()
@@ -113,6 +174,34 @@ mod tests {
         let mut obj = RawObject::parse(&input).expect("object");
         obj.insert_str("name", "demo__search");
         assert_eq!(obj.to_raw().get(), r#"{"name":"demo__search","x-vendor":{"a": [1, 2.50]},"_meta":{"k":true}}"#);
+    }
+
+    #[test]
+    fn a_member_is_found_without_building_the_object_and_agrees_with_the_map() {
+        let cases = [
+            r#"{"a":1,"_meta":{"progressToken":"t-1","x":[1,{"y":2}]},"z":"w"}"#,
+            r#"{"_meta":{"progress\u0054oken":7}}"#,
+            r#"{"_meta":{"progressToken":1,"progressToken":2}}"#,
+            r#"{"_meta":{}}"#,
+            r#"{"_meta":[1]}"#,
+            r#"{"x":{"_meta":{"progressToken":3}}}"#,
+            r#"[1]"#,
+            r#""_meta""#,
+        ];
+        for text in cases {
+            let value = raw(text);
+            let by_map = RawObject::parse(&value)
+                .and_then(|o| o.get_object("_meta"))
+                .and_then(|m| m.get("progressToken").map(|v| v.get().to_owned()));
+            let borrowed = member(&value, "_meta").and_then(|m| member(m, "progressToken")).map(|v| v.get().to_owned());
+            assert_eq!(borrowed, by_map, "{text}");
+        }
+        let value = raw(r#"{"_meta":{"progressToken":"t-1"}}"#);
+        assert_eq!(
+            member(&value, "_meta").and_then(|m| member(m, "progressToken")).map(RawValue::get),
+            Some(r#""t-1""#)
+        );
+        assert_eq!(member(&value, "missing").map(RawValue::get), None);
     }
 
     #[test]

@@ -592,7 +592,10 @@ async fn modern(
         return mismatch(format!("MCP-Protocol-Version '{version_header}' does not match the body's '{body_version}'"));
     }
     let p = params.as_deref().and_then(RawObject::parse).unwrap_or_default();
-    let capabilities = p.get_object("_meta").and_then(|m| m.get(meta::CLIENT_CAPABILITIES).map(ToOwned::to_owned));
+    let capabilities = p
+        .get("_meta")
+        .and_then(|m| portcullis_wire::object::member(m, meta::CLIENT_CAPABILITIES))
+        .map(ToOwned::to_owned);
     let Some(capabilities) = capabilities else {
         return invalid_meta(&id, "params._meta[\"io.modelcontextprotocol/clientCapabilities\"] is required");
     };
