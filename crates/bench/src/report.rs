@@ -224,15 +224,7 @@ pub fn reference(report: &Report) -> Vec<Figure> {
     use crate::target::{DIRECT, GATEWAY, RELAY};
     let c1 = report.find("call_small", "closed", Some(1));
     let relay = c1.and_then(|r| r.comparison(RELAY, DIRECT));
-    let best = |target: &str| {
-        report
-            .runs
-            .iter()
-            .filter(|r| r.scenario == "call_small" && r.load == "closed")
-            .filter_map(|r| r.of(target))
-            .map(|m| m.throughput_rps)
-            .reduce(f64::max)
-    };
+    let best = |target: &str| report.best_call_throughput(target);
     let saturation = best(RELAY).zip(best(DIRECT)).map(|(r, d)| if d > 0.0 { r / d } else { 0.0 });
     let above = c1.and_then(|r| r.of(GATEWAY).zip(r.of(RELAY))).map(|(g, r)| g.p50_us - r.p50_us);
     let fixed =
@@ -391,6 +383,16 @@ impl Report {
         out
     }
 
+    /// A target's best closed-loop `tools/call` throughput over the sweep (its saturation).
+    pub fn best_call_throughput(&self, target: &str) -> Option<f64> {
+        self.runs
+            .iter()
+            .filter(|r| r.scenario == "call_small" && r.load == "closed")
+            .filter_map(|r| r.of(target))
+            .map(|m| m.throughput_rps)
+            .reduce(f64::max)
+    }
+
     /// The run of a scenario at a concurrency (closed loop, no upstream count).
     pub fn find(&self, scenario: &str, load: &str, concurrency: Option<usize>) -> Option<&Run> {
         self.runs
@@ -418,15 +420,7 @@ impl Run {
 pub fn check_targets(report: &Report, variant: Option<&str>, without_audit: Option<&str>) -> Vec<Check> {
     use crate::target::{DIRECT, GATEWAY};
     let c1 = report.find("call_small", "closed", Some(1)).and_then(|r| r.comparison(GATEWAY, DIRECT));
-    let best = |target: &str| {
-        report
-            .runs
-            .iter()
-            .filter(|r| r.scenario == "call_small" && r.load == "closed")
-            .filter_map(|r| r.of(target))
-            .map(|m| m.throughput_rps)
-            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
-    };
+    let best = |target: &str| report.best_call_throughput(target);
     let saturation = best(GATEWAY).zip(best(DIRECT)).map(|(g, d)| if d > 0.0 { g / d } else { 0.0 });
     // A variant against forward-only: its worst throughput ratio over the sweep, its added p50 at c=1.
     let against_forward_only = |v: &str| {

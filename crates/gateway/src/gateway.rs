@@ -2133,8 +2133,8 @@ fn parked_rest(
 
 /// The progress token a request's `_meta` carries.
 fn progress_token(params: Option<&RawValue>) -> Option<Box<RawValue>> {
-    let meta = portcullis_wire::object::member(params?, "_meta")?;
-    portcullis_wire::object::member(meta, meta::PROGRESS_TOKEN).map(ToOwned::to_owned)
+    let m = portcullis_wire::object::member(params?, "_meta")?;
+    portcullis_wire::object::member(m, meta::PROGRESS_TOKEN).map(ToOwned::to_owned)
 }
 
 /// Whether a message from the upstream asks the client for input.

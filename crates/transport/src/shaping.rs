@@ -257,7 +257,6 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
     }
 }
 
-/// A key, borrowed when it has no escapes.
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -1,5 +1,6 @@
 //! A JSON object parsed one level deep: keys in their original order, values
-//! kept as raw JSON. Used to read or rewrite one field without touching the rest.
+//! kept as raw JSON. Used to read or rewrite one field without touching the rest;
+//! [`member`] reads one field without building the object at all.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -103,7 +104,7 @@ pub fn empty_object() -> Box<RawValue> {
 }
 
 /// The raw value of `key` in a JSON object, borrowed from its text: one scan, no map built, the
-/// other members skipped unread. The last of duplicate keys, as [`RawObject::parse`] keeps it;
+/// other members checked and skipped without being kept. The last of duplicate keys, as [`RawObject::parse`] keeps it;
 /// `None` if `object` is not an object or has no such key.
 pub fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     struct Find<'k>(&'k str);
@@ -184,6 +185,9 @@ mod tests {
             r#"{"_meta":{"progressToken":1,"progressToken":2}}"#,
             r#"{"_meta":{}}"#,
             r#"{"_meta":[1]}"#,
+            r#"{"_meta":null}"#,
+            r#"{"_meta":{"progressToken":null}}"#,
+            r#"{"\u005fmeta":{"progressToken":"escaped"}}"#,
             r#"{"x":{"_meta":{"progressToken":3}}}"#,
             r#"[1]"#,
             r#""_meta""#,
