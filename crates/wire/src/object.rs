@@ -104,37 +104,49 @@ pub fn empty_object() -> Box<RawValue> {
 }
 
 /// The raw value of `key` in a JSON object, borrowed from its text: one scan, no map built, the
-/// other members checked and skipped without being kept. The last of duplicate keys, as [`RawObject::parse`] keeps it;
-/// `None` if `object` is not an object or has no such key.
+/// other members checked and skipped without being kept. The last of duplicate keys, as
+/// [`RawObject::parse`] keeps it; `None` if `object` is not an object or has no such key.
 pub fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-    struct Find<'k>(&'k str);
-    impl<'de> de::DeserializeSeed<'de> for Find<'_> {
-        type Value = Option<&'de RawValue>;
+    members(object, [key]).and_then(|[value]| value)
+}
+
+/// The raw values of several members of a JSON object, as [`member`] finds each, in one scan;
+/// `None` if `object` is not an object.
+pub fn members<'a, const N: usize>(object: &'a RawValue, keys: [&str; N]) -> Option<[Option<&'a RawValue>; N]> {
+    struct Find<'k, const N: usize>([&'k str; N]);
+    impl<'de, const N: usize> de::DeserializeSeed<'de> for Find<'_, N> {
+        type Value = [Option<&'de RawValue>; N];
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_map(self)
         }
     }
-    impl<'de> Visitor<'de> for Find<'_> {
-        type Value = Option<&'de RawValue>;
+    impl<'de, const N: usize> Visitor<'de> for Find<'_, N> {
+        type Value = [Option<&'de RawValue>; N];
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
+            let mut found = [None; N];
             while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                if k == self.0 {
-                    found = Some(map.next_value::<&'de RawValue>()?);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
+                match self.0.iter().position(|key| *key == k) {
+                    Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
             }
             Ok(found)
         }
     }
     let mut d = serde_json::Deserializer::from_str(object.get());
-    let found = de::DeserializeSeed::deserialize(Find(key), &mut d).ok()?;
+    let found = de::DeserializeSeed::deserialize(Find(keys), &mut d).ok()?;
     d.end().ok()?;
-    found
+    Some(found)
+}
+
+/// A string member's value, unescaped; `None` if it is absent or not a string.
+pub fn string(value: Option<&RawValue>) -> Option<String> {
+    value.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
 }
 
 /// An object's key as read: borrowed from the text unless escapes made it a copy.
@@ -200,7 +212,15 @@ mod tests {
             let borrowed = member(&value, "_meta").and_then(|m| member(m, "progressToken")).map(|v| v.get().to_owned());
             assert_eq!(borrowed, by_map, "{text}");
         }
-        let value = raw(r#"{"_meta":{"progressToken":"t-1"}}"#);
+        let value =
+            raw(r#"{"name":"echo","_meta":{"progressToken":"t-1"},"arguments":{"name":"inner"},"name":"last"}"#);
+        let [name, arguments, absent] = members(&value, ["name", "arguments", "absent"]).expect("object");
+        assert_eq!(
+            (string(name).as_deref(), arguments.map(RawValue::get), absent.map(RawValue::get)),
+            (Some("last"), Some(r#"{"name":"inner"}"#), None)
+        );
+        assert!(members(&raw("[1]"), ["name"]).is_none());
+        assert_eq!(string(member(&value, "arguments")), None);
         assert_eq!(
             member(&value, "_meta").and_then(|m| member(m, "progressToken")).map(RawValue::get),
             Some(r#""t-1""#)

@@ -20,8 +20,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use portcullis_wire::envelope::{Body as WireBody, error_bytes, parse_body, result_bytes};
 use portcullis_wire::{
-    Era, ErrorCode, Message, MessageKind, ProtocolVersion, RawObject, RequestId, RpcError, header, meta,
+    Era, ErrorCode, Message, MessageKind, ProtocolVersion, RawObject, RequestId, RpcError, header, meta, object,
 };
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -257,9 +258,8 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     }
     let body_version = message
         .params()
-        .and_then(RawObject::parse)
-        .and_then(|p| p.get_object("_meta"))
-        .and_then(|m| m.get_str(meta::PROTOCOL_VERSION));
+        .and_then(|p| object::member(p, "_meta"))
+        .and_then(|m| object::string(object::member(m, meta::PROTOCOL_VERSION)));
     let parsed_header = version_header.map(ProtocolVersion::parse);
     let modern_marker = matches!(parsed_header, Some(Some(v)) if v.era() == Era::Modern) || body_version.is_some();
     match parsed_header {
@@ -591,11 +591,17 @@ async fn modern(
     if body_version != version_header {
         return mismatch(format!("MCP-Protocol-Version '{version_header}' does not match the body's '{body_version}'"));
     }
-    let p = params.as_deref().and_then(RawObject::parse).unwrap_or_default();
-    let capabilities = p
-        .get("_meta")
-        .and_then(|m| portcullis_wire::object::member(m, meta::CLIENT_CAPABILITIES))
-        .map(ToOwned::to_owned);
+    // One borrowed scan of the params for what the listener checks; nothing is copied.
+    let name_field = match method.as_str() {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    let [meta_member, name_member, arguments] = params
+        .as_deref()
+        .and_then(|p| object::members(p, ["_meta", name_field.unwrap_or("name"), "arguments"]))
+        .unwrap_or_default();
+    let capabilities = meta_member.and_then(|m| object::member(m, meta::CLIENT_CAPABILITIES)).map(ToOwned::to_owned);
     let Some(capabilities) = capabilities else {
         return invalid_meta(&id, "params._meta[\"io.modelcontextprotocol/clientCapabilities\"] is required");
     };
@@ -604,13 +610,8 @@ async fn modern(
         Some(Some(m)) if m == method => {}
         Some(_) => return mismatch("Mcp-Method does not match the body's method".to_owned()),
     }
-    let name_field = match method.as_str() {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
+    let body_name = object::string(name_member);
     if let Some(field) = name_field {
-        let body_name = p.get_str(field);
         match headers.get(header::NAME).map(|v| header::decode_value(v.as_bytes())) {
             None => return mismatch("missing Mcp-Name header".to_owned()),
             Some(Some(n)) if Some(&n) == body_name.as_ref() => {}
@@ -618,7 +619,7 @@ async fn modern(
         }
     }
     if method == "tools/call"
-        && let Err(why) = check_param_headers(headers, &route, &p)
+        && let Err(why) = check_param_headers(headers, &route, body_name.as_deref(), arguments)
     {
         return mismatch(why);
     }
@@ -695,15 +696,20 @@ async fn modern(
 
 /// Checks the `Mcp-Param-*` headers a tool's schema asks for against the call's arguments.
 /// Headers the gateway does not recognize are ignored, as the spec asks of intermediaries.
-fn check_param_headers(headers: &HeaderMap, route: &Route, params: &RawObject) -> Result<(), String> {
-    let Some(target) = params.get_str("name").and_then(|n| route.resolve_name(&n)) else {
+fn check_param_headers(
+    headers: &HeaderMap,
+    route: &Route,
+    name: Option<&str>,
+    arguments: Option<&RawValue>,
+) -> Result<(), String> {
+    let Some(target) = name.and_then(|n| route.resolve_name(n)) else {
         return Ok(());
     };
     let Some(spec) = target.upstream.tool_headers(&target.name) else {
         return Ok(());
     };
     let arguments: serde_json::Value =
-        params.get("arguments").and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(serde_json::Value::Null);
+        arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(serde_json::Value::Null);
     for h in spec {
         let name = format!("{}{}", header::PARAM_PREFIX, h.name.to_ascii_lowercase());
         let expected = portcullis_wire::param_header::value_at(&arguments, &h.path);
