@@ -1,6 +1,7 @@
 //! A JSON object parsed one level deep: keys in their original order, values
 //! kept as raw JSON. Used to read or rewrite one field without touching the rest;
-//! [`member`] reads one field without building the object at all.
+//! [`member`] and [`members`] read fields without building the object at all, and [`string`]
+//! reads one as a string.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -111,8 +112,10 @@ pub fn member<'a>(object: &'a RawValue, key: &str) -> Option<&'a RawValue> {
 }
 
 /// The raw values of several members of a JSON object, as [`member`] finds each, in one scan;
-/// `None` if `object` is not an object.
+/// `None` if `object` is not an object. The keys must differ from each other (a repeated key
+/// fills only its first slot).
 pub fn members<'a, const N: usize>(object: &'a RawValue, keys: [&str; N]) -> Option<[Option<&'a RawValue>; N]> {
+    debug_assert!(keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k)), "repeated key in {keys:?}");
     struct Find<'k, const N: usize>([&'k str; N]);
     impl<'de, const N: usize> de::DeserializeSeed<'de> for Find<'_, N> {
         type Value = [Option<&'de RawValue>; N];

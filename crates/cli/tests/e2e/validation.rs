@@ -135,3 +135,48 @@ async fn a_result_that_breaks_the_tools_own_output_schema_never_reaches_the_host
     assert!(error["message"].as_str().is_some_and(|m| m.contains("/count")), "{}", lie.body);
     assert!(!lie.body.contains("many"), "the bad result is not passed on: {}", lie.body);
 }
+
+/// The listener checks `Mcp-Name` and `Mcp-Param-*` against the body as `dispatch` reads it
+/// (the last of duplicate keys): a mismatch, a missing header or a header for an absent argument
+/// is refused, and a body naming two tools cannot pass one name to the check and another upstream.
+#[tokio::test]
+async fn headers_that_disagree_with_the_body_are_refused_and_duplicate_names_read_as_governed() {
+    let gw = Gateway::start(&format!("{DEMO_UPSTREAM}\n[[route]]\npath = \"/mcp\"\nupstreams = [\"demo\"]\n"));
+    let url = gw.url("/mcp");
+    let draft = json!({"name": "demo__draft_ticket", "arguments": {"title": "t", "body": "b", "priority": "high"}});
+    let base =
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "demo__draft_ticket")];
+    let with = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+    let ok = post(&url, &with(&[("mcp-param-priority", "high")]), &modern(1, "tools/call", draft.clone())).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.json()["error"].is_null(), "{}", ok.body);
+    let refusals = [
+        ("header disagrees", with(&[("mcp-param-priority", "low")]), draft.clone()),
+        ("header missing", with(&[]), draft.clone()),
+        (
+            "header for an absent argument",
+            with(&[("mcp-param-priority", "high")]),
+            json!({"name": "demo__draft_ticket", "arguments": {"title": "t", "body": "b"}}),
+        ),
+    ];
+    for (what, headers, params) in refusals {
+        let r = post(&url, &headers, &modern(2, "tools/call", params)).await;
+        assert_eq!((r.status, r.code(), r.reason().as_str()), (400, -32020, "header_mismatch"), "{what}: {}", r.body);
+    }
+    // Two names in one body: the last is the one checked, governed and called.
+    let echo = modern(3, "tools/call", json!({"name": "demo__echo", "arguments": {"text": "smuggled?"}}));
+    let twice = echo.to_string().replacen(
+        "\"name\":\"demo__echo\"",
+        "\"name\":\"demo__get_ticket\",\"name\":\"demo__echo\"",
+        1,
+    );
+    assert!(twice.contains("demo__get_ticket"), "{twice}");
+    let as_first =
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "demo__get_ticket")];
+    let r = crate::harness::raw(reqwest::Method::POST, &url, &as_first, twice.clone()).await;
+    assert_eq!((r.status, r.reason().as_str()), (400, "header_mismatch"), "{}", r.body);
+    let as_last = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "demo__echo")];
+    let r = crate::harness::raw(reqwest::Method::POST, &url, &as_last, twice).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("smuggled?"), "the echo tool answered: {}", r.body);
+}
