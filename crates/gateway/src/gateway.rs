@@ -602,8 +602,11 @@ impl Gateway {
             // The version the server reports, as of this call (the call may have made the handshake).
             trail.server_version = trail.upstream.take().and_then(|u| {
                 let info = u.client.current()?.known_info()?;
-                let server_info: serde_json::Value = serde_json::from_str(info.server_info.as_deref()?.get()).ok()?;
-                server_info.get("version")?.as_str().map(str::to_owned)
+                // One borrowed scan of serverInfo, no tree of it built per call.
+                portcullis_wire::object::string(portcullis_wire::object::member(
+                    info.server_info.as_deref()?,
+                    "version",
+                ))
             });
             let entry = call_entry(host, method, &trail, &summary, answer.error_code);
             if let Err(e) = audit.record_durably(Kind::Call, entry, trail.tier).await {
@@ -1401,7 +1404,8 @@ impl Gateway {
         let host_token = progress_token(params);
         let binding =
             Binding { route: host.route.path().to_owned(), method: method.to_owned(), name: name.map(str::to_owned) };
-        let mut params: Option<Box<RawValue>> = params.map(ToOwned::to_owned);
+        // Copied once: each round's call shares it (a large argument is not copied per round).
+        let mut params: Option<Arc<Box<RawValue>>> = params.map(|p| Arc::new(p.to_owned()));
         for _round in 0..MAX_INPUT_ROUNDS {
             let (tx, rx) = mpsc::channel::<Message>(64);
             let call = start_call(
@@ -1427,7 +1431,9 @@ impl Gateway {
                     if host.modern() || !is_input_required(&r) {
                         return Ok(Reply::Result(r));
                     }
-                    params = Some(self.ask_legacy_host(host, upstream, params.as_deref(), &r, related).await?);
+                    let retry =
+                        self.ask_legacy_host(host, upstream, params.as_deref().map(|p| &**p), &r, related).await?;
+                    params = Some(Arc::new(retry));
                 }
             }
         }
@@ -2085,7 +2091,7 @@ enum Driven {
 /// One request as it goes to the upstream: what `start_call` sends.
 struct UpstreamCall<'a> {
     method: &'a str,
-    params: Option<Box<RawValue>>,
+    params: Option<Arc<Box<RawValue>>>,
     name: Option<&'a str>,
     param_headers: &'a [(String, String)],
     /// A user's own credential for the upstream (token exchange), if it takes one.
@@ -2117,7 +2123,7 @@ fn start_call(
             authorization: authorization.as_ref(),
         };
         let client = client.ok_or_else(|| UpstreamError::Unavailable("not connected".to_owned()))?;
-        client.request(&method, params.as_deref(), opts, Some(related)).await
+        client.request(&method, params.as_deref().map(|p| &**p), opts, Some(related)).await
     })
 }
 

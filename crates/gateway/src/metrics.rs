@@ -9,7 +9,7 @@
 //! get a label of their own (the rest are `other`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use indexmap::{Equivalent, IndexMap};
 use portcullis_identity::Principal;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -49,6 +50,60 @@ struct CallLabels {
 struct ItemLabels {
     server: String,
     tool: String,
+}
+
+/// A call's labels, borrowed: hashes as [`CallLabels`] does (derived `Hash` of the same strings in
+/// the same order), so a known label set is found without building one.
+#[derive(Hash)]
+struct CallKey<'a> {
+    method: &'a str,
+    server: &'a str,
+    tool: &'a str,
+    principal: &'a str,
+    outcome: &'a str,
+}
+
+impl Equivalent<CallLabels> for CallKey<'_> {
+    fn equivalent(&self, key: &CallLabels) -> bool {
+        self.method == key.method
+            && self.server == key.server
+            && self.tool == key.tool
+            && self.principal == key.principal
+            && self.outcome == key.outcome
+    }
+}
+
+impl CallKey<'_> {
+    fn owned(&self) -> CallLabels {
+        CallLabels {
+            method: self.method.to_owned(),
+            server: self.server.to_owned(),
+            tool: self.tool.to_owned(),
+            principal: self.principal.to_owned(),
+            outcome: self.outcome.to_owned(),
+        }
+    }
+}
+
+/// A server and tool, borrowed: hashes as [`ItemLabels`] does.
+#[derive(Hash)]
+struct ItemKey<'a> {
+    server: &'a str,
+    tool: &'a str,
+}
+
+impl Equivalent<ItemLabels> for ItemKey<'_> {
+    fn equivalent(&self, key: &ItemLabels) -> bool {
+        self.server == key.server && self.tool == key.tool
+    }
+}
+
+/// One server and tool's series, taken from their families once (a handle shares its series).
+struct ItemSeries {
+    latency: Histogram,
+    result_bytes: Histogram,
+    sensitive: Counter,
+    writes: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,8 +170,13 @@ pub struct Metrics {
     workflows: Counter,
     upstream_up: Family<ServerLabels, Gauge>,
     principals: Mutex<HashSet<String>>,
-    /// Recent calls' spans and tools, to see a call follow from another tool's result.
-    recent: Mutex<HashMap<String, String>>,
+    /// The series a call has counted before, found again by borrowed labels: a call in the steady
+    /// state builds no label set (their number is bounded as the families' is).
+    call_series: RwLock<IndexMap<CallLabels, Counter>>,
+    item_series: RwLock<IndexMap<ItemLabels, Arc<ItemSeries>>>,
+    /// Recent calls' spans (16 hex digits, as a number) and their server and tool's series, to see
+    /// a call follow from another tool's result.
+    recent: Mutex<HashMap<u64, Arc<ItemSeries>>>,
 }
 
 /// How many recent spans are remembered for workflow detection.
@@ -179,6 +239,8 @@ impl Metrics {
             workflows,
             upstream_up,
             principals: Mutex::new(HashSet::new()),
+            call_series: RwLock::new(IndexMap::new()),
+            item_series: RwLock::new(IndexMap::new()),
             recent: Mutex::new(HashMap::new()),
         })
     }
@@ -193,17 +255,9 @@ impl Metrics {
         let server = if f.server.is_empty() { "unrouted" } else { f.server };
         let tool = f.tool.unwrap_or("other");
         let principal = self.principal_label(f.principal);
-        self.calls
-            .get_or_create(&CallLabels {
-                method: f.method.to_owned(),
-                server: server.to_owned(),
-                tool: tool.to_owned(),
-                principal,
-                outcome: f.outcome.to_owned(),
-            })
-            .inc();
-        let item = ItemLabels { server: server.to_owned(), tool: tool.to_owned() };
-        self.latency.get_or_create(&item).observe(f.latency.as_secs_f64());
+        self.call_counter(&CallKey { method: f.method, server, tool, principal, outcome: f.outcome }).inc();
+        let item = self.item(&ItemKey { server, tool });
+        item.latency.observe(f.latency.as_secs_f64());
         if let Some((stage, reason)) = f.denial {
             self.denials.get_or_create(&DenialLabels { stage: stage.to_owned(), reason: reason.to_owned() }).inc();
         }
@@ -217,25 +271,57 @@ impl Metrics {
             self.timeouts.get_or_create(&ServerLabels { server: server.to_owned() }).inc();
         }
         if f.executed {
-            self.result_bytes.get_or_create(&item).observe(f.result_bytes as f64);
+            item.result_bytes.observe(f.result_bytes as f64);
             if f.sensitive {
-                self.sensitive.get_or_create(&item).inc();
+                item.sensitive.inc();
             }
             if f.read_only != Some(true) && f.method == "tools/call" {
-                self.writes.get_or_create(&item).inc();
+                item.writes.inc();
             }
         }
-        let key = format!("{server}/{tool}");
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if !f.parent.is_empty() && recent.get(f.parent).is_some_and(|before| *before != key) {
+        if let Some(parent) = span_number(f.parent)
+            && recent.get(&parent).is_some_and(|before| !Arc::ptr_eq(before, &item))
+        {
             self.workflows.inc();
         }
-        if f.executed && !f.span.is_empty() {
+        if f.executed
+            && let Some(span) = span_number(f.span)
+        {
             if recent.len() >= RECENT_SPANS {
                 recent.clear();
             }
-            recent.insert(f.span.to_owned(), key);
+            recent.insert(span, item);
         }
+    }
+
+    /// The call counter of these labels (created, in its family too, the first time).
+    fn call_counter(&self, key: &CallKey<'_>) -> Counter {
+        if let Some(counter) = self.call_series.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+            return counter.clone();
+        }
+        let labels = key.owned();
+        let counter = self.calls.get_or_create(&labels).clone();
+        self.call_series.write().unwrap_or_else(PoisonError::into_inner).insert(labels, counter.clone());
+        counter
+    }
+
+    /// A server and tool's series (created, in their families too, the first time).
+    fn item(&self, key: &ItemKey<'_>) -> Arc<ItemSeries> {
+        if let Some(series) = self.item_series.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+            return Arc::clone(series);
+        }
+        let labels = ItemLabels { server: key.server.to_owned(), tool: key.tool.to_owned() };
+        let series = Arc::new(ItemSeries {
+            latency: self.latency.get_or_create(&labels).clone(),
+            result_bytes: self.result_bytes.get_or_create(&labels).clone(),
+            sensitive: self.sensitive.get_or_create(&labels).clone(),
+            writes: self.writes.get_or_create(&labels).clone(),
+        });
+        // Two first calls may race here: the first series stored is the one kept (both share the
+        // families' series anyway).
+        let mut known = self.item_series.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(known.entry(labels).or_insert(series))
     }
 
     /// Sets whether an upstream is reachable.
@@ -243,19 +329,19 @@ impl Metrics {
         self.upstream_up.get_or_create(&ServerLabels { server: server.to_owned() }).set(i64::from(up));
     }
 
-    fn principal_label(&self, p: &Principal) -> String {
+    fn principal_label<'a>(&self, p: &'a Principal) -> &'a str {
         if !self.settings.principal_labels {
-            return p.kind.as_str().to_owned();
+            return p.kind.as_str();
         }
         let mut known = self.principals.lock().unwrap_or_else(PoisonError::into_inner);
         if known.contains(&p.id) {
-            return p.id.clone();
+            return &p.id;
         }
         if known.len() < self.settings.max_principals {
             known.insert(p.id.clone());
-            return p.id.clone();
+            return &p.id;
         }
-        "other".to_owned()
+        "other"
     }
 
     /// The metrics in the Prometheus text format.
@@ -271,6 +357,14 @@ impl Metrics {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new().route("/metrics", get(scrape)).with_state(Arc::clone(self))
     }
+}
+
+/// A span id (W3C: 16 hex digits) as a number; `None` for anything else (not tracked).
+fn span_number(span: &str) -> Option<u64> {
+    if span.is_empty() || span.len() > 16 || !span.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(span, 16).ok()
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
@@ -322,5 +416,28 @@ mod tests {
             "write after read, not write after write: {text}"
         );
         assert!(text.contains("portcullis_call_duration_seconds_bucket"), "{text}");
+    }
+
+    #[test]
+    fn a_known_label_set_counts_on_the_same_series_and_only_span_ids_link_calls() {
+        let m = Metrics::new(MetricsSettings { address: None, principal_labels: false, max_principals: 0 });
+        let alice = Principal::local("alice", vec![]);
+        for span in ["00f067aa0ba902b7", "00f067aa0ba902b8", "00f067aa0ba902b9"] {
+            m.call(&facts(&alice, "read", span, ""));
+        }
+        // Another tool named as the parent's follower: a workflow; then parents that are not span ids.
+        m.call(&facts(&alice, "write", "00f067aa0ba902c0", "00f067aa0ba902b9"));
+        m.call(&facts(&alice, "write", "00f067aa0ba902c1", "not a span"));
+        m.call(&facts(&alice, "write", "00f067aa0ba902c2", "100f067aa0ba902b9"));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"portcullis_calls_total{method="tools/call",server="demo",tool="read",principal="local",outcome="ok"} 3"#),
+            "one series, labelled by kind: {text}"
+        );
+        assert!(text.contains(r#"portcullis_call_duration_seconds_count{server="demo",tool="read"} 3"#), "{text}");
+        assert!(text.contains(r#"portcullis_result_bytes_sum{server="demo",tool="write"} 300.0"#), "{text}");
+        assert!(text.contains(r#"portcullis_write_actions_total{server="demo",tool="write"} 3"#), "{text}");
+        assert!(text.contains("portcullis_cross_tool_workflows_total 1"), "{text}");
+        assert_eq!(text.matches("portcullis_calls_total{").count(), 2, "{text}");
     }
 }

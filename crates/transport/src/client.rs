@@ -3,6 +3,7 @@
 //! that era, and re-establishes the upstream transparently after a restart or
 //! a lost session.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::UpstreamError;
-use crate::link::{CallOptions, Link, LinkEvent, Related};
+use crate::link::{CallOptions, Link, LinkEvent, Params, Related};
 use crate::shaping::Shaped;
 
 /// Which era to speak to an upstream.
@@ -188,7 +189,7 @@ impl UpstreamClient {
             param_headers: &[],
             authorization: None,
         };
-        let response = self.link.call(opts, &|_| Some(params.clone()), None).await?;
+        let response = self.link.call(opts, &|_| Some(Params::Raw(Cow::Borrowed(&params))), None).await?;
         Ok(read_discover(&response))
     }
 
@@ -208,7 +209,7 @@ impl UpstreamClient {
             param_headers: &[],
             authorization: None,
         };
-        let response = self.link.call(opts, &|_| Some(params.clone()), None).await?;
+        let response = self.link.call(opts, &|_| Some(Params::Raw(Cow::Borrowed(&params))), None).await?;
         let result = match &response.kind {
             MessageKind::Response { outcome: Outcome::Result(r), .. } => r,
             MessageKind::Response { outcome: Outcome::Error(e), .. } => {

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use portcullis_wire::envelope::{notification_bytes, request_bytes};
+use portcullis_wire::envelope::{notification_bytes, request_bytes_of_text};
 use portcullis_wire::{Era, Message, MessageKind, ProtocolVersion, RequestId, header};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::UpstreamError;
-use crate::link::{CallOptions, LinkEvent, ParamsFn};
+use crate::link::{CallOptions, LinkEvent, Params, ParamsFn};
 use crate::pending::Related;
 use crate::pool::{Pool, PooledBody};
 use crate::sse;
@@ -154,7 +154,7 @@ impl HttpLink {
         related: Option<Related>,
     ) -> Result<Message, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = request_bytes(&RequestId::number(id), opts.method, params(id).as_deref());
+        let body = request_bytes_of_text(&RequestId::number(id), opts.method, params(id).as_ref().map(Params::text));
         let mut headers = self.post_headers(opts.version.filter(|_| opts.method != "initialize"));
         if let Some(authorization) = opts.authorization {
             headers.insert(http::header::AUTHORIZATION, authorization.clone());

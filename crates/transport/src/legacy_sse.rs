@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use portcullis_wire::envelope::request_bytes;
+use portcullis_wire::envelope::request_bytes_of_text;
 use portcullis_wire::{Message, RequestId};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::UpstreamError;
 use crate::http::HttpConfig;
-use crate::link::{CallOptions, LinkEvent, ParamsFn};
+use crate::link::{CallOptions, LinkEvent, Params, ParamsFn};
 use crate::pending::{Pending, Related};
 use crate::sse;
 
@@ -80,7 +80,11 @@ impl LegacySseLink {
         let started = Instant::now();
         let url = self.endpoint(opts.timeout.min(Duration::from_secs(5))).await?;
         let ticket = self.pending.register(related);
-        let body = request_bytes(&RequestId::number(ticket.id), opts.method, params(ticket.id).as_deref());
+        let body = request_bytes_of_text(
+            &RequestId::number(ticket.id),
+            opts.method,
+            params(ticket.id).as_ref().map(Params::text),
+        );
         if let Err(e) = self.post(url, body).await {
             self.pending.forget(ticket.id);
             return Err(e);

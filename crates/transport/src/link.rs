@@ -1,5 +1,6 @@
 //! A raw message pipe to one upstream, whatever its transport.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,27 @@ pub enum LinkEvent {
 }
 
 /// Builds a call's params once its gateway id is known (so a progress token can name it).
-pub type ParamsFn<'a> = &'a (dyn Fn(u64) -> Option<Box<RawValue>> + Send + Sync);
+pub type ParamsFn<'a> = &'a (dyn Fn(u64) -> Option<Params<'a>> + Send + Sync);
+
+/// A call's params as sent.
+pub enum Params<'a> {
+    /// Raw JSON, as the caller holds it.
+    Raw(Cow<'a, RawValue>),
+    /// Text spliced from parts of raw JSON that were read (each valid, joined at member
+    /// boundaries): valid by construction, so it is not parsed again to check it. For large
+    /// arguments that parse was one more pass over every byte.
+    Spliced(String),
+}
+
+impl Params<'_> {
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        match self {
+            Params::Raw(raw) => raw.get(),
+            Params::Spliced(text) => text,
+        }
+    }
+}
 
 /// How one call is sent.
 #[derive(Clone, Copy)]

@@ -15,6 +15,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::client::{ClientInfo, RequestOptions, UpstreamInfo};
+use crate::link::Params;
 
 /// The `_meta` keys that belong to the modern era (stripped for a legacy upstream).
 const MODERN_KEYS: [&str; 4] = [meta::PROTOCOL_VERSION, meta::CLIENT_CAPABILITIES, meta::CLIENT_INFO, meta::LOG_LEVEL];
@@ -79,13 +80,13 @@ impl<'a> Shaped<'a> {
         client: &ClientInfo,
         client_info_json: &RawValue,
         opts: &RequestOptions<'_>,
-    ) -> Option<Box<RawValue>> {
+    ) -> Option<Params<'a>> {
         let modern = info.era() == Era::Modern;
         let has = |key: &str| self.meta.as_ref().is_some_and(|m| m.iter().any(|(k, _)| k == key));
         let has_token = has(meta::PROGRESS_TOKEN);
         if !modern && !has_token && !MODERN_KEYS.iter().any(|k| has(k)) {
-            // Fast path: nothing to change.
-            return self.original.map(ToOwned::to_owned);
+            // Fast path: nothing to change (and nothing copied).
+            return self.original.map(|raw| Params::Raw(Cow::Borrowed(raw)));
         }
         let mut m: Vec<Member<'_>> = self.meta.clone().unwrap_or_default();
         if has_token {
@@ -114,7 +115,7 @@ impl<'a> Shaped<'a> {
             m.retain(|(k, _)| !MODERN_KEYS.contains(&k.as_ref()));
         }
         let meta_len: usize = m.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 2;
-        let mut out = match &self.layout {
+        let out = match &self.layout {
             Layout::Absent => {
                 let mut out = String::with_capacity(meta_len + 12);
                 out.push_str("{\"_meta\":");
@@ -139,11 +140,12 @@ impl<'a> Shaped<'a> {
                 let mut text = String::with_capacity(meta_len);
                 write_object(&mut text, &m);
                 params.insert_raw("_meta", RawValue::from_string(text).ok()?);
-                return Some(params.to_raw());
+                return Some(Params::Raw(Cow::Owned(params.to_raw())));
             }
         };
-        out.shrink_to_fit();
-        RawValue::from_string(out).ok()
+        // Text before and after `_meta` cut from the params at member boundaries, and members
+        // each of which is raw JSON read or a string written here: valid as it stands.
+        Some(Params::Spliced(out))
     }
 }
 
@@ -289,7 +291,13 @@ mod tests {
         let params = params.map(raw);
         let client = client();
         let info_json = client.info_json();
-        Shaped::new(params.as_deref()).build(7, info, &client, &info_json, opts).map(|p| p.get().to_owned())
+        let built = Shaped::new(params.as_deref()).build(7, info, &client, &info_json, opts);
+        let text = built.as_ref().map(|p| p.text().to_owned());
+        // Spliced text is sent without being parsed again: every case here checks it is JSON.
+        if let Some(text) = &text {
+            assert!(serde_json::from_str::<serde_json::Value>(text).is_ok(), "not JSON: {text}");
+        }
+        text
     }
 
     /// The map-based shaping this module replaced, kept as the reference for compact input.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use portcullis_wire::envelope::{notification_bytes, request_bytes};
+use portcullis_wire::envelope::{notification_bytes, request_bytes_of_text};
 use portcullis_wire::{Message, RequestId};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -16,7 +16,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::UpstreamError;
-use crate::link::{CallOptions, LinkEvent, ParamsFn};
+use crate::link::{CallOptions, LinkEvent, Params, ParamsFn};
 use crate::pending::{Pending, Related};
 
 /// How to launch a stdio upstream.
@@ -111,7 +111,11 @@ impl StdioLink {
             .ok_or_else(|| UpstreamError::Unavailable(format!("{} is not running", self.cfg.name)))?;
         let ticket = self.pending.register(related);
         let mut guard = CancelOnDrop { pending: &self.pending, writer: &writer, id: ticket.id, armed: true };
-        let bytes = request_bytes(&RequestId::number(ticket.id), opts.method, params(ticket.id).as_deref());
+        let bytes = request_bytes_of_text(
+            &RequestId::number(ticket.id),
+            opts.method,
+            params(ticket.id).as_ref().map(Params::text),
+        );
         writer.send(bytes).await.map_err(|_| UpstreamError::Unavailable(format!("{} exited", self.cfg.name)))?;
         let remaining = opts.timeout.saturating_sub(started.elapsed());
         let outcome = match tokio::time::timeout(remaining, ticket.response).await {

@@ -302,14 +302,20 @@ pub fn json_string(s: &str) -> String {
 
 /// Serializes a request.
 pub fn request_bytes(id: &RequestId, method: &str, params: Option<&RawValue>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + method.len() + params.map_or(0, |p| p.get().len()));
+    request_bytes_of_text(id, method, params.map(RawValue::get))
+}
+
+/// As [`request_bytes`], with params as JSON text the caller built from valid parts (it is
+/// written as it is).
+pub fn request_bytes_of_text(id: &RequestId, method: &str, params: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + method.len() + params.map_or(0, str::len));
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
     out.extend_from_slice(id.as_json().as_bytes());
     out.extend_from_slice(b",\"method\":");
     out.extend_from_slice(json_string(method).as_bytes());
     if let Some(p) = params {
         out.extend_from_slice(b",\"params\":");
-        out.extend_from_slice(p.get().as_bytes());
+        out.extend_from_slice(p.as_bytes());
     }
     out.push(b'}');
     out

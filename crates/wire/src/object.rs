@@ -82,20 +82,11 @@ impl RawObject {
         self.0.iter().map(|(k, v)| (k.as_str(), &**v))
     }
 
-    /// Serializes back to raw JSON.
+    /// Serializes back to raw JSON: keys escaped, values copied as they are (valid already, so
+    /// the text is not parsed again to check it).
     pub fn to_raw(&self) -> Box<RawValue> {
-        let mut out = String::with_capacity(2 + self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
-        out.push('{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&crate::envelope::json_string(k));
-            out.push(':');
-            out.push_str(v.get());
-        }
-        out.push('}');
-        RawValue::from_string(out).unwrap_or_else(|_| empty_object())
+        // A map of strings to raw values cannot fail to serialize.
+        serde_json::value::to_raw_value(&self.0).unwrap_or_else(|_| empty_object())
     }
 }
 
@@ -229,6 +220,18 @@ mod tests {
             Some(r#""t-1""#)
         );
         assert_eq!(member(&value, "missing").map(RawValue::get), None);
+    }
+
+    #[test]
+    fn serializes_escaped_keys_and_the_last_duplicate_as_valid_json() {
+        let input = raw(r#"{"a\"b":1,"\u00e9\n":"x\u0001y","a\"b":[2, {"c" : null}],"n":-1.5e3}"#);
+        let obj = RawObject::parse(&input).expect("object");
+        let out = obj.to_raw();
+        // The first key's place, the last value, values byte for byte, keys escaped anew.
+        assert_eq!(out.get(), "{\"a\\\"b\":[2, {\"c\" : null}],\"é\\n\":\"x\\u0001y\",\"n\":-1.5e3}");
+        let reread: serde_json::Value = serde_json::from_str(out.get()).expect("valid JSON");
+        assert_eq!(reread, serde_json::json!({"a\"b": [2, {"c": null}], "é\n": "x\u{1}y", "n": -1500.0}));
+        assert_eq!(RawObject::default().to_raw().get(), "{}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use portcullis_registry::model::RiskTier;
+use portcullis_wire::object::{members, string};
 use portcullis_wire::{RawObject, meta};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -83,11 +84,16 @@ impl CallTrail {
     /// Takes the trace named in the request's `_meta` (it wins over the header), and the
     /// client when it is to be recorded.
     pub fn adopt_meta(&mut self, params: &RawObject, client: bool) {
-        let Some(m) = params.get_object("_meta") else { return };
-        if let Some(t) = m.get_str(meta::TRACEPARENT).as_deref().and_then(TraceContext::parse) {
+        // One borrowed scan of `_meta` (no map of it built).
+        let Some([traceparent, client_info]) =
+            params.get("_meta").and_then(|m| members(m, [meta::TRACEPARENT, meta::CLIENT_INFO]))
+        else {
+            return;
+        };
+        if let Some(t) = string(traceparent).as_deref().and_then(TraceContext::parse) {
             self.trace = t;
         }
-        if client && let Some(client) = m.get(meta::CLIENT_INFO) {
+        if client && let Some(client) = client_info {
             self.client = serde_json::from_str(client.get()).ok();
         }
     }
@@ -170,6 +176,32 @@ fn redact_fields(value: &mut Value, redact: &[String]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_trace_and_client_in_meta_are_adopted_the_last_duplicate_winning() {
+        let header = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let Some(header) = header else { panic!("a valid traceparent") };
+        let adopt = |params: &str, client: bool| {
+            let Some(p) = RawObject::parse_str(params) else { panic!("an object: {params}") };
+            let mut trail = CallTrail::start(header.clone());
+            trail.adopt_meta(&p, client);
+            (trail.trace.trace_id, trail.client)
+        };
+        let meta = r#"{"_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "io.modelcontextprotocol/clientInfo":{"name":"a"},
+            "traceparent":"00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}"#;
+        assert_eq!(adopt(meta, true), ("1af7651916cd43dd8448eb211c80319c".to_owned(), Some(json!({"name": "a"}))));
+        assert_eq!(adopt(meta, false).1, None, "the client only when it is recorded");
+        // No _meta, a _meta that is not an object, an unreadable traceparent: the header's trace stays.
+        for params in [
+            r#"{}"#,
+            r#"{"_meta":[1]}"#,
+            r#"{"_meta":{"traceparent":"00-zz-b7ad6b7169203331-01"}}"#,
+            r#"{"_meta":{"traceparent":7}}"#,
+        ] {
+            assert_eq!(adopt(params, true), (header.trace_id.clone(), None), "{params}");
+        }
+    }
 
     #[test]
     fn redacts_secret_looking_fields_at_any_depth() {
