@@ -86,9 +86,21 @@ pub struct Answer {
 struct Forward<'a> {
     method: &'a str,
     params: Option<&'a RawValue>,
+    /// The params' `_meta` (where the host's progress token is), as the caller found it: a
+    /// caller that has the params as a map hands it over, so the params (large arguments and
+    /// all) are not scanned once more for it.
+    meta: Option<&'a RawValue>,
     /// `Mcp-Name` (tool or prompt name, or resource URI).
     name: Option<&'a str>,
     param_headers: &'a [(String, String)],
+}
+
+impl<'a> Forward<'a> {
+    /// Params passed on as they came, with no name and no `Mcp-Param` headers.
+    fn unchanged(method: &'a str, params: Option<&'a RawValue>) -> Self {
+        let meta = params.and_then(|p| portcullis_wire::object::member(p, "_meta"));
+        Forward { method, params, meta, name: None, param_headers: &[] }
+    }
 }
 
 /// What a request produced before it is serialized for the host.
@@ -732,6 +744,7 @@ impl Gateway {
                 let forward = Forward {
                     method,
                     params: Some(&params),
+                    meta: rewritten.get("_meta"),
                     name: Some(&target.name.clone()),
                     param_headers: &headers,
                 };
@@ -779,7 +792,7 @@ impl Gateway {
                     p.to_raw()
                 });
                 let params = traced.as_deref().or(params);
-                let forward = Forward { method, params, name: Some(&uri), param_headers: &[] };
+                let forward = Forward { method, params, meta: p.get("_meta"), name: Some(&uri), param_headers: &[] };
                 timed(trail, self.forward(host, &target, forward, related)).await
             }
             "completion/complete" => {
@@ -826,7 +839,7 @@ impl Gateway {
                         ));
                     }
                 };
-                let forward = Forward { method, params: Some(&rewritten), name: None, param_headers: &[] };
+                let forward = Forward::unchanged(method, Some(&rewritten));
                 timed(trail, self.forward(host, &target, forward, related)).await
             }
             "logging/setLevel" => {
@@ -842,10 +855,7 @@ impl Gateway {
                 });
                 let calls = legacy_with_logging.map(|u| {
                     let target = Target { upstream: Arc::clone(u), name: String::new() };
-                    async move {
-                        self.forward(host, &target, Forward { method, params, name: None, param_headers: &[] }, related)
-                            .await
-                    }
+                    async move { self.forward(host, &target, Forward::unchanged(method, params), related).await }
                 });
                 for outcome in join_all(calls).await {
                     if let Err(e) = outcome
@@ -861,7 +871,7 @@ impl Gateway {
                 // approved server only.
                 let target = Target { upstream: Arc::clone(&host.route.members[0]), name: String::new() };
                 self.admitted(&target.upstream)?;
-                self.forward(host, &target, Forward { method, params, name: None, param_headers: &[] }, related).await
+                self.forward(host, &target, Forward::unchanged(method, params), related).await
             }
             _ => Err(GatewayError::MethodNotFound(method.to_owned())),
         }
@@ -1398,10 +1408,10 @@ impl Gateway {
         request: Forward<'_>,
         related: &mpsc::Sender<Bytes>,
     ) -> Result<Reply, GatewayError> {
-        let Forward { method, params, name, param_headers } = request;
+        let Forward { method, params, meta: host_meta, name, param_headers } = request;
         let upstream = &target.upstream;
         let authorization = self.user_authorization(host, upstream).await?;
-        let host_token = progress_token(params);
+        let host_token = progress_token(host_meta);
         let binding =
             Binding { route: host.route.path().to_owned(), method: method.to_owned(), name: name.map(str::to_owned) };
         // Copied once: each round's call shares it (a large argument is not copied per round).
@@ -2138,9 +2148,8 @@ fn parked_rest(
 }
 
 /// The progress token a request's `_meta` carries.
-fn progress_token(params: Option<&RawValue>) -> Option<Box<RawValue>> {
-    let m = portcullis_wire::object::member(params?, "_meta")?;
-    portcullis_wire::object::member(m, meta::PROGRESS_TOKEN).map(ToOwned::to_owned)
+fn progress_token(host_meta: Option<&RawValue>) -> Option<Box<RawValue>> {
+    portcullis_wire::object::member(host_meta?, meta::PROGRESS_TOKEN).map(ToOwned::to_owned)
 }
 
 /// Whether a message from the upstream asks the client for input.

@@ -9,7 +9,7 @@
 //! get a label of their own (the rest are `other`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -99,11 +99,14 @@ impl Equivalent<ItemLabels> for ItemKey<'_> {
 }
 
 /// One server and tool's series, taken from their families once (a handle shares its series).
+/// Those only some calls count are taken when the first such call comes, so a family shows a
+/// series only once something was counted in it.
 struct ItemSeries {
+    labels: ItemLabels,
     latency: Histogram,
-    result_bytes: Histogram,
-    sensitive: Counter,
-    writes: Counter,
+    result_bytes: OnceLock<Histogram>,
+    sensitive: OnceLock<Counter>,
+    writes: OnceLock<Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -271,12 +274,15 @@ impl Metrics {
             self.timeouts.get_or_create(&ServerLabels { server: server.to_owned() }).inc();
         }
         if f.executed {
-            item.result_bytes.observe(f.result_bytes as f64);
+            let labels = &item.labels;
+            item.result_bytes
+                .get_or_init(|| self.result_bytes.get_or_create(labels).clone())
+                .observe(f.result_bytes as f64);
             if f.sensitive {
-                item.sensitive.inc();
+                item.sensitive.get_or_init(|| self.sensitive.get_or_create(labels).clone()).inc();
             }
             if f.read_only != Some(true) && f.method == "tools/call" {
-                item.writes.inc();
+                item.writes.get_or_init(|| self.writes.get_or_create(labels).clone()).inc();
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -314,9 +320,10 @@ impl Metrics {
         let labels = ItemLabels { server: key.server.to_owned(), tool: key.tool.to_owned() };
         let series = Arc::new(ItemSeries {
             latency: self.latency.get_or_create(&labels).clone(),
-            result_bytes: self.result_bytes.get_or_create(&labels).clone(),
-            sensitive: self.sensitive.get_or_create(&labels).clone(),
-            writes: self.writes.get_or_create(&labels).clone(),
+            result_bytes: OnceLock::new(),
+            sensitive: OnceLock::new(),
+            writes: OnceLock::new(),
+            labels: labels.clone(),
         });
         // Two first calls may race here: the first series stored is the one kept (both share the
         // families' series anyway).
@@ -439,5 +446,8 @@ mod tests {
         assert!(text.contains(r#"portcullis_write_actions_total{server="demo",tool="write"} 3"#), "{text}");
         assert!(text.contains("portcullis_cross_tool_workflows_total 1"), "{text}");
         assert_eq!(text.matches("portcullis_calls_total{").count(), 2, "{text}");
+        // Nothing counted, no series: reads wrote nothing, and no result was sensitive.
+        assert!(!text.contains(r#"portcullis_write_actions_total{server="demo",tool="read"}"#), "{text}");
+        assert!(!text.contains("portcullis_sensitive_results_total{"), "{text}");
     }
 }
