@@ -286,6 +286,8 @@ impl Metrics {
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        // One series per server and tool for the process's life (`item_series` never lets one
+        // go), so the same series is the same tool.
         if let Some(parent) = span_number(f.parent)
             && recent.get(&parent).is_some_and(|before| !Arc::ptr_eq(before, &item))
         {
@@ -366,9 +368,10 @@ impl Metrics {
     }
 }
 
-/// A span id (W3C: 16 hex digits) as a number; `None` for anything else (not tracked).
+/// A span id (W3C: 16 lowercase hex digits) as a number, one to one; `None` for anything else
+/// (not tracked).
 fn span_number(span: &str) -> Option<u64> {
-    if span.is_empty() || span.len() > 16 || !span.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if span.len() != 16 || !span.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return None;
     }
     u64::from_str_radix(span, 16).ok()
@@ -411,9 +414,9 @@ mod tests {
     fn counts_calls_writes_and_workflows_with_bounded_principals() {
         let m = Metrics::new(MetricsSettings { address: None, principal_labels: true, max_principals: 1 });
         let (alice, bob) = (Principal::local("alice", vec![]), Principal::local("bob", vec![]));
-        m.call(&facts(&alice, "read", "a1", ""));
-        m.call(&facts(&bob, "write", "b1", "a1"));
-        m.call(&facts(&bob, "write", "b2", "b1"));
+        m.call(&facts(&alice, "read", "00000000000000a1", ""));
+        m.call(&facts(&bob, "write", "00000000000000b1", "00000000000000a1"));
+        m.call(&facts(&bob, "write", "00000000000000b2", "00000000000000b1"));
         let text = m.encode();
         assert!(text.contains(r#"portcullis_calls_total{method="tools/call",server="demo",tool="read",principal="alice",outcome="ok"} 1"#), "{text}");
         assert!(text.contains(r#"principal="other",outcome="ok"} 2"#), "bob is over the limit: {text}");
@@ -436,14 +439,16 @@ mod tests {
         m.call(&facts(&alice, "write", "00f067aa0ba902c0", "00f067aa0ba902b9"));
         m.call(&facts(&alice, "write", "00f067aa0ba902c1", "not a span"));
         m.call(&facts(&alice, "write", "00f067aa0ba902c2", "100f067aa0ba902b9"));
+        m.call(&facts(&alice, "write", "00f067aa0ba902c3", "00F067AA0BA902B9"));
+        m.call(&facts(&alice, "write", "00f067aa0ba902c4", "b9"));
         let text = m.encode();
         assert!(
             text.contains(r#"portcullis_calls_total{method="tools/call",server="demo",tool="read",principal="local",outcome="ok"} 3"#),
             "one series, labelled by kind: {text}"
         );
         assert!(text.contains(r#"portcullis_call_duration_seconds_count{server="demo",tool="read"} 3"#), "{text}");
-        assert!(text.contains(r#"portcullis_result_bytes_sum{server="demo",tool="write"} 300.0"#), "{text}");
-        assert!(text.contains(r#"portcullis_write_actions_total{server="demo",tool="write"} 3"#), "{text}");
+        assert!(text.contains(r#"portcullis_result_bytes_sum{server="demo",tool="write"} 500.0"#), "{text}");
+        assert!(text.contains(r#"portcullis_write_actions_total{server="demo",tool="write"} 5"#), "{text}");
         assert!(text.contains("portcullis_cross_tool_workflows_total 1"), "{text}");
         assert_eq!(text.matches("portcullis_calls_total{").count(), 2, "{text}");
         // Nothing counted, no series: reads wrote nothing, and no result was sensitive.

@@ -305,8 +305,8 @@ pub fn request_bytes(id: &RequestId, method: &str, params: Option<&RawValue>) ->
     request_bytes_of_text(id, method, params.map(RawValue::get))
 }
 
-/// As [`request_bytes`], with params as JSON text the caller built from valid parts (it is
-/// written as it is).
+/// As [`request_bytes`], with params as JSON text the caller built from valid parts. It is
+/// written as it is, unchecked: the caller guarantees it is one valid JSON value.
 pub fn request_bytes_of_text(id: &RequestId, method: &str, params: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + method.len() + params.map_or(0, str::len));
     out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
