@@ -28,7 +28,7 @@ use crate::error::Denied;
 use crate::error::GatewayError;
 use crate::exchange::TokenExchange;
 use crate::metrics::{CallFacts, Metrics};
-use crate::parked::{Binding, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
+use crate::parked::{Binding, BindingRef, CallFuture, Parked, ParkedCalls, Question, STATE_PREFIX, capability_for};
 use crate::pipeline::{CallContext, Controls, Governed, Pipeline, Stop};
 use crate::policy::PolicyControl;
 use crate::registry::{Mode, Registry};
@@ -745,7 +745,7 @@ impl Gateway {
                     method,
                     params: Some(&params),
                     meta: rewritten.get("_meta"),
-                    name: Some(&target.name.clone()),
+                    name: Some(target.name.as_str()),
                     param_headers: &headers,
                 };
                 let reply = timed(trail, self.forward(host, &target, forward, related)).await?;
@@ -1412,8 +1412,7 @@ impl Gateway {
         let upstream = &target.upstream;
         let authorization = self.user_authorization(host, upstream).await?;
         let host_token = progress_token(host_meta);
-        let binding =
-            Binding { route: host.route.path().to_owned(), method: method.to_owned(), name: name.map(str::to_owned) };
+        let binding = BindingRef { route: host.route.path(), method, name };
         // Copied once: each round's call shares it (a large argument is not copied per round).
         let mut params: Option<Arc<Box<RawValue>>> = params.map(|p| Arc::new(p.to_owned()));
         for _round in 0..MAX_INPUT_ROUNDS {
@@ -1430,7 +1429,7 @@ impl Gateway {
                 },
                 tx,
             );
-            let scope = Scope { host, upstream, host_token: host_token.as_deref(), related, binding: &binding };
+            let scope = Scope { host, upstream, host_token: host_token.as_deref(), related, binding };
             let response = match self.drive(&scope, call, rx).await? {
                 Driven::Response(r) => r,
                 Driven::Parked(reply) => return Ok(reply),
@@ -1507,7 +1506,7 @@ impl Gateway {
             }
             let reply = input_required(&questions);
             let token = self.parked.park(Parked {
-                binding: binding.clone(),
+                binding: binding.to_binding(),
                 upstream: Arc::clone(upstream),
                 call,
                 related: rx,
@@ -1565,7 +1564,8 @@ impl Gateway {
             return Ok(Reply::Result(with_request_state(reply, &token)));
         }
         let host_token = p.get_object("_meta").and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned));
-        let scope = Scope { host, upstream: &upstream, host_token: host_token.as_deref(), related, binding: &binding };
+        let scope =
+            Scope { host, upstream: &upstream, host_token: host_token.as_deref(), related, binding: binding.as_ref() };
         match self.drive(&scope, parked.call, parked.related).await? {
             Driven::Response(Outcome::Result(r)) => Ok(Reply::Result(r)),
             Driven::Response(Outcome::Error(e)) => Ok(Reply::UpstreamError(e)),
@@ -2089,7 +2089,7 @@ struct Scope<'a> {
     /// The host's own progress token, put back on relayed progress.
     host_token: Option<&'a RawValue>,
     related: &'a mpsc::Sender<Bytes>,
-    binding: &'a Binding,
+    binding: BindingRef<'a>,
 }
 
 /// How far a call got: its response, or parked waiting for the host's input.

@@ -34,6 +34,27 @@ pub struct Binding {
     pub name: Option<String>,
 }
 
+/// A [`Binding`] borrowed from the call it names: made owned only when the call is parked, so
+/// a call that is not parked (nearly every one) copies nothing for it.
+#[derive(Debug, Clone, Copy)]
+pub struct BindingRef<'a> {
+    pub route: &'a str,
+    pub method: &'a str,
+    pub name: Option<&'a str>,
+}
+
+impl BindingRef<'_> {
+    pub fn to_binding(self) -> Binding {
+        Binding { route: self.route.to_owned(), method: self.method.to_owned(), name: self.name.map(str::to_owned) }
+    }
+}
+
+impl Binding {
+    pub fn as_ref(&self) -> BindingRef<'_> {
+        BindingRef { route: &self.route, method: &self.method, name: self.name.as_deref() }
+    }
+}
+
 /// A server-to-client request the host has been asked to answer.
 pub struct Question {
     /// The key in `inputRequests` / `inputResponses`.

@@ -172,11 +172,14 @@ where
 impl Message {
     /// Parses one message (not a batch).
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        let env: RawEnvelope<'_> = match serde_json::from_slice(bytes) {
+        // JSON text is UTF-8 (RFC 8259 §8.1): checked once for the whole message, so the parser
+        // reads it as text and does not check each raw value and string it borrows again.
+        let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Json(format!("the body is not UTF-8: {e}")))?;
+        let env: RawEnvelope<'_> = match serde_json::from_str(text) {
             Ok(env) => env,
             Err(e) if e.is_data() => {
                 // Valid JSON of the wrong shape (an array, a string, a field of the wrong type).
-                let value_ok = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+                let value_ok = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
                 return Err(if value_ok {
                     ParseError::invalid("a message must be a JSON-RPC 2.0 object")
                 } else {
@@ -278,7 +281,8 @@ impl Message {
 pub fn parse_body(bytes: &[u8]) -> Result<Body, ParseError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Json(format!("the body is not UTF-8: {e}")))?;
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
         if items.is_empty() {
             return Err(ParseError::invalid("an empty batch is not a request"));
         }
@@ -397,6 +401,30 @@ mod tests {
         for input in ["{", "", "nul", "{\"jsonrpc\":\"2.0\",}"] {
             assert!(matches!(Message::parse(input.as_bytes()), Err(ParseError::Json(_))), "{input}");
         }
+    }
+
+    #[test]
+    fn rejects_a_body_that_is_not_utf8_as_parse_error() {
+        // In a string the parser would skip (an argument), in one it reads (the method), and in
+        // a batch: the whole body is checked, wherever the bad byte is.
+        let bodies: [&[u8]; 4] = [
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"arguments\":{\"a\":\"\xff\"}}}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\xc3\"}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{},\"x\":\"\xed\xa0\x80\"}",
+            b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}]",
+        ];
+        for body in bodies {
+            let error = match parse_body(body) {
+                Err(e) => e,
+                Ok(b) => panic!("accepted {body:?}: {b:?}"),
+            };
+            assert!(matches!(&error, ParseError::Json(why) if why.contains("UTF-8")), "{error:?}");
+            assert!(matches!(Message::parse(body), Err(ParseError::Json(_))));
+        }
+        // Multi-byte characters are text like any other.
+        let m = Message::parse("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"é\",\"params\":{\"a\":\"ü€𝄞\"}}".as_bytes())
+            .expect("UTF-8 text");
+        assert_eq!(m.params().map(RawValue::get), Some("{\"a\":\"ü€𝄞\"}"));
     }
 
     #[test]

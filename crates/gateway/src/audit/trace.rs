@@ -67,17 +67,33 @@ impl TraceContext {
 fn time_ordered_id(ms: i64) -> String {
     let random = rand::random::<u128>() & ((1u128 << 80) - 1);
     let id = ((u128::from(ms as u64) & ((1u128 << 48) - 1)) << 80) | random;
-    format!("{:032x}", id.max(1))
+    lower_hex(id.max(1), 32)
 }
 
 /// A new span id.
 pub fn span_id() -> String {
-    format!("{:016x}", rand::random::<u64>().max(1))
+    lower_hex(u128::from(rand::random::<u64>().max(1)), 16)
+}
+
+/// The low `digits` hex digits of `value`, zero-padded, lowercase (as `{:0digits$x}` writes
+/// them, without the formatter's machinery: two of these are made per call).
+fn lower_hex(value: u128, digits: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..digits).rev().map(|i| char::from(DIGITS[((value >> (4 * i)) & 0xf) as usize])).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_ids_read_as_the_formatter_writes_them() {
+        for value in [1_u128, 0xf, 0x1234_5678_9abc_def0, u128::from(u64::MAX), u128::MAX, 0xa << 124] {
+            assert_eq!(lower_hex(value, 32), format!("{value:032x}"));
+            assert_eq!(lower_hex(value & u128::from(u64::MAX), 16), format!("{:016x}", value & u128::from(u64::MAX)));
+        }
+        assert_eq!(span_id().len(), 16);
+    }
 
     #[test]
     fn parses_valid_traceparents_and_refuses_the_rest() {

@@ -256,17 +256,18 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     if message.method() == Some("initialize") && !modern_header {
         return initialize(st, route, &message, principal, trace).await;
     }
-    let body_version = message
-        .params()
-        .and_then(|p| object::member(p, "_meta"))
-        .and_then(|m| object::string(object::member(m, meta::PROTOCOL_VERSION)));
     let parsed_header = version_header.map(ProtocolVersion::parse);
-    let modern_marker = matches!(parsed_header, Some(Some(v)) if v.era() == Era::Modern) || body_version.is_some();
+    // A modern header settles the era; `modern` reads the body's version with the rest of what
+    // it checks, in one scan. Without one, the body's version decides.
+    let modern_marker = matches!(parsed_header, Some(Some(v)) if v.era() == Era::Modern)
+        || message
+            .params()
+            .and_then(|p| object::member(p, "_meta"))
+            .and_then(|m| object::string(object::member(m, meta::PROTOCOL_VERSION)))
+            .is_some();
     match parsed_header {
         Some(None) if !modern_marker => unsupported_version(message.id(), version_header.unwrap_or_default()),
-        _ if modern_marker => {
-            modern(st, route, headers, message, body_version, Caller { principal, credential, trace }).await
-        }
+        _ if modern_marker => modern(st, route, headers, message, Caller { principal, credential, trace }).await,
         _ => rpc_status(
             StatusCode::BAD_REQUEST,
             message.id(),
@@ -538,14 +539,7 @@ fn log_stream(
     start.chain(rest)
 }
 
-async fn modern(
-    st: &HttpState,
-    route: Arc<Route>,
-    headers: &HeaderMap,
-    message: Message,
-    body_version: Option<String>,
-    caller: Caller,
-) -> Response {
+async fn modern(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, message: Message, caller: Caller) -> Response {
     let Caller { principal, credential, trace } = caller;
     let (id, method, params) = match message.kind {
         MessageKind::Request { id, method, params } => (id, method, params),
@@ -585,13 +579,8 @@ async fn modern(
     let Some(version) = ProtocolVersion::parse(version_header).filter(|v| v.era() == Era::Modern) else {
         return unsupported_version(Some(&id), version_header);
     };
-    let Some(body_version) = body_version else {
-        return invalid_meta(&id, "params._meta[\"io.modelcontextprotocol/protocolVersion\"] is required");
-    };
-    if body_version != version_header {
-        return mismatch(format!("MCP-Protocol-Version '{version_header}' does not match the body's '{body_version}'"));
-    }
-    // One borrowed scan of the params for what the listener checks; nothing is copied.
+    // One borrowed scan of the params for what the listener checks, and one of `_meta`;
+    // nothing is copied.
     let name_field = match method.as_str() {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
@@ -601,8 +590,16 @@ async fn modern(
         .as_deref()
         .and_then(|p| object::members(p, ["_meta", name_field.unwrap_or("name"), "arguments"]))
         .unwrap_or_default();
-    let capabilities = meta_member.and_then(|m| object::member(m, meta::CLIENT_CAPABILITIES)).map(ToOwned::to_owned);
-    let Some(capabilities) = capabilities else {
+    let [body_version, capabilities] = meta_member
+        .and_then(|m| object::members(m, [meta::PROTOCOL_VERSION, meta::CLIENT_CAPABILITIES]))
+        .unwrap_or_default();
+    let Some(body_version) = object::string(body_version) else {
+        return invalid_meta(&id, "params._meta[\"io.modelcontextprotocol/protocolVersion\"] is required");
+    };
+    if body_version != version_header {
+        return mismatch(format!("MCP-Protocol-Version '{version_header}' does not match the body's '{body_version}'"));
+    }
+    let Some(capabilities) = capabilities.map(ToOwned::to_owned) else {
         return invalid_meta(&id, "params._meta[\"io.modelcontextprotocol/clientCapabilities\"] is required");
     };
     match headers.get(header::METHOD).map(|v| header::decode_value(v.as_bytes())) {
