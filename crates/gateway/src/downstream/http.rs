@@ -83,7 +83,9 @@ async fn handle(State(st): State<Arc<HttpState>>, req: Request) -> Response {
     // request is never parsed.
     let principal = match &st.auth {
         None => Arc::clone(&st.anonymous),
-        Some(auth) => match auth.authenticate(req.headers(), route.path()).await {
+        // Boxed, as the rarer paths in `post` are: a request's future is moved whole (into
+        // the box the router keeps it in), so it is kept to the size of the common path.
+        Some(auth) => match Box::pin(auth.authenticate(req.headers(), route.path())).await {
             Ok(p) => Arc::new(p),
             Err(failure) => return refuse_credentials(auth, route.path(), &failure),
         },
@@ -242,19 +244,20 @@ async fn post(st: &HttpState, route: Arc<Route>, headers: &HeaderMap, body: Body
     };
     let message = match parse_body(&bytes) {
         Err(e) => return rpc_status(StatusCode::BAD_REQUEST, e.id(), &e.to_rpc_error()),
-        Ok(WireBody::Batch(items)) => return batch(st, session, items, credential, trace).await,
+        // Boxed (and `legacy` and `initialize` below): `batch` alone is ~7 KiB of future.
+        Ok(WireBody::Batch(items)) => return Box::pin(batch(st, session, items, credential, trace)).await,
         Ok(WireBody::Single(m)) => m,
     };
     if let Some(session) = session {
         if let Some(resp) = check_legacy_version(headers, &session) {
             return resp;
         }
-        return legacy(st, session, message, credential, trace).await;
+        return Box::pin(legacy(st, session, message, credential, trace)).await;
     }
     let version_header = header_str(headers, header::PROTOCOL_VERSION);
     let modern_header = version_header.and_then(ProtocolVersion::parse).is_some_and(|v| v.era() == Era::Modern);
     if message.method() == Some("initialize") && !modern_header {
-        return initialize(st, route, &message, principal, trace).await;
+        return Box::pin(initialize(st, route, &message, principal, trace)).await;
     }
     let parsed_header = version_header.map(ProtocolVersion::parse);
     // A modern header settles the era; `modern` reads the body's version with the rest of what
