@@ -172,9 +172,11 @@ where
 impl Message {
     /// Parses one message (not a batch).
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        // JSON text is UTF-8 (RFC 8259 §8.1): checked once for the whole message, so the parser
-        // reads it as text and does not check each raw value and string it borrows again.
-        let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Json(format!("the body is not UTF-8: {e}")))?;
+        Self::parse_text(utf8(bytes)?)
+    }
+
+    /// Parses one message from text already known to be UTF-8 (a batch's item, say).
+    fn parse_text(text: &str) -> Result<Self, ParseError> {
         let env: RawEnvelope<'_> = match serde_json::from_str(text) {
             Ok(env) => env,
             Err(e) if e.is_data() => {
@@ -281,15 +283,20 @@ impl Message {
 pub fn parse_body(bytes: &[u8]) -> Result<Body, ParseError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Json(format!("the body is not UTF-8: {e}")))?;
-        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
+        let items: Vec<&RawValue> = serde_json::from_str(utf8(bytes)?).map_err(|e| ParseError::Json(e.to_string()))?;
         if items.is_empty() {
             return Err(ParseError::invalid("an empty batch is not a request"));
         }
-        Ok(Body::Batch(items.into_iter().map(|raw| Message::parse(raw.get().as_bytes())).collect()))
+        Ok(Body::Batch(items.into_iter().map(|raw| Message::parse_text(raw.get())).collect()))
     } else {
         Message::parse(bytes).map(Body::Single)
     }
+}
+
+/// A body as text. JSON text is UTF-8 (RFC 8259 §8.1): checked once for the whole body, so the
+/// parser reads it as text and does not check each raw value and string it borrows again.
+fn utf8(bytes: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(bytes).map_err(|e| ParseError::Json(format!("the body is not UTF-8: {e}")))
 }
 
 /// A parsed HTTP or stdio body.
