@@ -1563,7 +1563,7 @@ impl Gateway {
                 .park(Parked { questions: missing, ..parked_rest(parked.call, parked.related, binding, upstream) });
             return Ok(Reply::Result(with_request_state(reply, &token)));
         }
-        let host_token = p.get_object("_meta").and_then(|m| m.get(meta::PROGRESS_TOKEN).map(ToOwned::to_owned));
+        let host_token = progress_token(p.get("_meta"));
         let scope =
             Scope { host, upstream: &upstream, host_token: host_token.as_deref(), related, binding: binding.as_ref() };
         match self.drive(&scope, parked.call, parked.related).await? {

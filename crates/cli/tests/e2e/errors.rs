@@ -47,6 +47,12 @@ async fn malformed_and_invalid_messages_get_jsonrpc_errors() {
     assert_eq!((r.status, r.code(), r.reason().as_str()), (400, -32700, "malformed_json"), "{}", r.body);
     assert!(r.json()["id"].is_null());
 
+    // Not UTF-8, in a member the gateway would not otherwise read: a parse error all the same.
+    let body = b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/list\",\"x\":\"\xff\"}".to_vec();
+    let r = raw(Method::POST, &url, &[], body).await;
+    assert_eq!((r.status, r.code(), r.reason().as_str()), (400, -32700, "malformed_json"), "{}", r.body);
+    assert!(r.json()["id"].is_null());
+
     let r = post(&url, &[], &json!({"jsonrpc":"1.0","id":7,"method":"tools/list"})).await;
     assert_eq!((r.status, r.code()), (400, -32600), "{}", r.body);
     assert_eq!(r.json()["id"], 7, "the error answers the request's id");
