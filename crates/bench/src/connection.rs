@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -30,13 +30,33 @@ pub struct Endpoint {
     /// The route's path, e.g. `/mcp`.
     pub path: String,
     host: HeaderValue,
+    /// `Authorization` sent with every request, when the target authenticates its hosts.
+    credential: Option<HeaderValue>,
 }
 
 impl Endpoint {
-    /// The endpoint at `http://addr/path`.
+    /// The endpoint at `http://addr/path`, for anonymous hosts.
     pub fn new(addr: SocketAddr, path: &str) -> anyhow::Result<Endpoint> {
         let host = HeaderValue::from_str(&addr.to_string()).context("host header")?;
-        Ok(Endpoint { addr, path: path.to_owned(), host })
+        Ok(Endpoint { addr, path: path.to_owned(), host, credential: None })
+    }
+
+    /// The same endpoint, every request carrying `Authorization: Bearer <token>` (a JWT or an API key).
+    pub fn with_bearer(mut self, token: &str) -> anyhow::Result<Endpoint> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).context("authorization header")?;
+        value.set_sensitive(true);
+        self.credential = Some(value);
+        Ok(self)
+    }
+
+    /// Whether requests carry credentials.
+    pub fn authenticates(&self) -> bool {
+        self.credential.is_some()
+    }
+
+    /// The same endpoint without credentials.
+    pub fn anonymous(&self) -> Endpoint {
+        Endpoint { addr: self.addr, path: self.path.clone(), host: self.host.clone(), credential: None }
     }
 }
 
@@ -82,6 +102,24 @@ impl Connection {
     /// Sends one request and reads the whole answer (JSON or SSE); an answer without a JSON-RPC
     /// result is an error.
     pub async fn send(&mut self, t: &Template) -> anyhow::Result<Reply> {
+        let req = self.request(t)?;
+        let (status, session, body) = self.exchange(req).await?;
+        if status != StatusCode::OK {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+        }
+        if memchr::memmem::find(&body, b"\"result\"").is_none() {
+            bail!("no result: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+        }
+        Ok(Reply { session })
+    }
+
+    /// Sends one request and returns the HTTP status it got, whatever it is.
+    pub async fn status(&mut self, t: &Template) -> anyhow::Result<StatusCode> {
+        let req = self.request(t)?;
+        Ok(self.exchange(req).await?.0)
+    }
+
+    fn request(&self, t: &Template) -> anyhow::Result<Request<Full<Bytes>>> {
         let mut req = Request::builder().method(Method::POST).uri(self.endpoint.path.as_str());
         let headers = req.headers_mut().context("request builder")?;
         headers.insert(HOST, self.endpoint.host.clone());
@@ -103,14 +141,7 @@ impl Connection {
             }
             Era::Handshake => {}
         }
-        let (status, session, body) = self.exchange(req.body(Full::new(t.body.clone()))?).await?;
-        if status != StatusCode::OK {
-            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
-        }
-        if memchr::memmem::find(&body, b"\"result\"").is_none() {
-            bail!("no result: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
-        }
-        Ok(Reply { session })
+        Ok(req.body(Full::new(t.body.clone()))?)
     }
 
     /// Sends a legacy notification in this connection's session (expects 202).
@@ -152,8 +183,11 @@ impl Connection {
 
     async fn exchange(
         &mut self,
-        req: Request<Full<Bytes>>,
+        mut req: Request<Full<Bytes>>,
     ) -> anyhow::Result<(StatusCode, Option<HeaderValue>, Bytes)> {
+        if let Some(credential) = &self.endpoint.credential {
+            req.headers_mut().insert(AUTHORIZATION, credential.clone());
+        }
         let sender = match self.sender.as_mut() {
             Some(s) if !s.is_closed() => s,
             _ => self.connect().await?,

@@ -164,6 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for t in [&direct, &relayed].into_iter().chain(&gateways) {
         suite::wait_ready(t, &probe).await?;
+        suite::check_refuses_anonymous(t, &probe).await?;
     }
     let stdio_probe = target::gateway_target(GATEWAY_STDIO, &gateway, "/stdio", &[])?;
     suite::wait_ready(&stdio_probe, &probe).await?;

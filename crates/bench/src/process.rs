@@ -22,6 +22,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Kept alive for the gateway's lifetime (its config file lives here).
     _dir: Option<tempfile::TempDir>,
+    /// The API key the load generator presents, when the gateway authenticates its hosts.
+    pub api_key: Option<String>,
 }
 
 impl Peer {
@@ -30,7 +32,7 @@ impl Peer {
         let mut cmd = Command::new(exe);
         cmd.args(["demo", "--http", "127.0.0.1:0"]);
         let (child, addr) = spawn(cmd, "listening on http://")?;
-        Ok(Peer { child, addr, _dir: None })
+        Ok(Peer { child, addr, _dir: None, api_key: None })
     }
 
     /// Starts `portcullis serve` with this configuration text (its `[listen]` is overridden to a free port).
@@ -42,11 +44,14 @@ impl Peer {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let config = config.replace("{{DIR}}", &dir.path().display().to_string());
         let config = config.replace("{{WORKSPACE}}", &workspace.display().to_string());
-        std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(&path, &config).with_context(|| format!("write {}", path.display()))?;
+        // A gateway that authenticates with API keys gets one for the load generator's hosts,
+        // made as an operator would (`portcullis apikey create`) in the store it reads keys from.
+        let api_key = if config.contains("[auth.api_keys]") { Some(create_api_key(exe, &path)?) } else { None };
         let mut cmd = Command::new(exe);
         cmd.arg("serve").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
         let (child, addr) = spawn(cmd, "portcullis listening on http://")?;
-        Ok(Peer { child, addr, _dir: Some(dir) })
+        Ok(Peer { child, addr, _dir: Some(dir), api_key })
     }
 
     /// Starts the reference relay (this binary, `--relay-to`) in front of `upstream`.
@@ -54,7 +59,7 @@ impl Peer {
         let mut cmd = Command::new(std::env::current_exe().context("locate portcullis-bench")?);
         cmd.arg("--relay-to").arg(upstream.to_string());
         let (child, addr) = spawn(cmd, "relay listening on http://")?;
-        Ok(Peer { child, addr, _dir: None })
+        Ok(Peer { child, addr, _dir: None, api_key: None })
     }
 
     /// Its process id.
@@ -68,6 +73,27 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Creates a workload API key in the key store of the configuration at `config`; the key as printed once.
+fn create_api_key(exe: &Path, config: &Path) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .arg("apikey")
+        .arg("--config")
+        .arg(config)
+        .args(["create", "--principal", "bench-host", "--name", "portcullis-bench"])
+        .env("PORTCULLIS_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {} apikey create", exe.display()))?;
+    if !out.status.success() {
+        bail!("apikey create failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let key = String::from_utf8(out.stdout).context("apikey create printed no text")?.trim().to_owned();
+    if !key.starts_with("pcl_") {
+        bail!("apikey create printed no key: {key:?}");
+    }
+    Ok(key)
 }
 
 /// Spawns a peer with logs quiet and waits for the line announcing its address.

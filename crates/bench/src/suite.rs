@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use http::StatusCode;
 use serde_json::json;
 
 use crate::connection::Connection;
@@ -266,6 +267,20 @@ pub async fn wait_ready(target: &Target, t: &Template) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("never ready"))).with_context(|| format!("{} not ready", target.name))
+}
+
+/// For a target whose hosts authenticate: checks that it refuses the same request without
+/// credentials (401), so a gateway measured "with authentication" really checks them.
+pub async fn check_refuses_anonymous(target: &Target, t: &Template) -> anyhow::Result<()> {
+    if !target.endpoint.authenticates() {
+        return Ok(());
+    }
+    let anonymous = Arc::new(target.endpoint.anonymous());
+    let status = Connection::open(anonymous, t.era).await?.status(t).await?;
+    if status != StatusCode::UNAUTHORIZED {
+        bail!("{} answered a request without credentials with HTTP {status}, expected 401", target.name);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -128,12 +128,11 @@ pub fn start_gateway(exe: &Path, template: &str, demo: &Peer) -> anyhow::Result<
 pub fn gateway_target(name: &str, gateway: &Peer, path: &str, upstream_pids: &[u32]) -> anyhow::Result<Target> {
     let mut server_pids = vec![gateway.pid()];
     server_pids.extend_from_slice(upstream_pids);
-    Ok(Target {
-        name: name.to_owned(),
-        endpoint: Arc::new(Endpoint::new(gateway.addr, path)?),
-        gateway_pid: Some(gateway.pid()),
-        server_pids,
-    })
+    let mut endpoint = Endpoint::new(gateway.addr, path)?;
+    if let Some(key) = &gateway.api_key {
+        endpoint = endpoint.with_bearer(key)?;
+    }
+    Ok(Target { name: name.to_owned(), endpoint: Arc::new(endpoint), gateway_pid: Some(gateway.pid()), server_pids })
 }
 
 /// The reference relay's target: its CPU is reported as the gateway's, the demo's beside it.
