@@ -817,7 +817,7 @@ impl Gateway {
                         if let Some(t) = trail.as_ref().filter(|_| propagate) {
                             set_traceparent(&mut p, &t.traceparent());
                         }
-                        (target, p.to_raw())
+                        (target, p)
                     }
                     Some("ref/resource") => {
                         let uri = reference
@@ -830,7 +830,7 @@ impl Gateway {
                         if let Some(t) = trail.as_ref().filter(|_| propagate) {
                             set_traceparent(&mut p, &t.traceparent());
                         }
-                        (target, p.to_raw())
+                        (target, p)
                     }
                     _ => {
                         return Err(GatewayError::invalid(
@@ -839,7 +839,15 @@ impl Gateway {
                         ));
                     }
                 };
-                let forward = Forward::unchanged(method, Some(&rewritten));
+                let params = rewritten.to_raw();
+                // The map is at hand: its `_meta` is handed over, not found by scanning the params again.
+                let forward = Forward {
+                    method,
+                    params: Some(&params),
+                    meta: rewritten.get("_meta"),
+                    name: None,
+                    param_headers: &[],
+                };
                 timed(trail, self.forward(host, &target, forward, related)).await
             }
             "logging/setLevel" => {

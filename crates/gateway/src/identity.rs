@@ -253,7 +253,38 @@ const KEY_CACHE_LIMIT: usize = 10_000;
 /// Workload API keys, checked against the store (records cached briefly).
 struct ApiKeys {
     store: Store,
-    cache: Mutex<HashMap<String, (Instant, Option<ApiKeyRecord>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// A key id's record as last read, and when (`None`: the store has no such key).
+type Cached = (Instant, Option<Arc<KnownKey>>);
+
+/// A key's record as read from the store, made ready to check against once per read (not per call).
+struct KnownKey {
+    /// The stored hash of its secret; `None` when the stored value is malformed (the key never verifies).
+    hash: Option<api_key::KeyHash>,
+    revoked_ms: Option<i64>,
+    expires_ms: Option<i64>,
+    /// Who the key authenticates as.
+    principal: Principal,
+}
+
+impl KnownKey {
+    fn of(record: ApiKeyRecord) -> KnownKey {
+        KnownKey {
+            hash: api_key::KeyHash::from_hex(&record.hash).ok(),
+            revoked_ms: record.revoked_ms,
+            expires_ms: record.expires_ms,
+            principal: Principal {
+                kind: PrincipalKind::Workload,
+                id: record.principal,
+                groups: record.groups,
+                tenant: record.tenant,
+                scopes: record.scopes,
+                method: AuthMethod::ApiKey { key_id: record.id },
+            },
+        }
+    }
 }
 
 impl ApiKeys {
@@ -261,39 +292,32 @@ impl ApiKeys {
         let invalid =
             || AuthFailure::Invalid { reason: "api_key_invalid", message: "the API key is not valid".to_owned() };
         let (id, secret) = api_key::parse(presented).map_err(|_| invalid())?;
-        let record = self.record(id.as_str()).await?.ok_or_else(invalid)?;
-        if !api_key::verify(&secret, &api_key::KeyHash::from_hex(&record.hash).map_err(|_| invalid())?) {
+        let key = self.record(id.as_str()).await?.ok_or_else(invalid)?;
+        if !key.hash.as_ref().is_some_and(|hash| api_key::verify(&secret, hash)) {
             return Err(invalid());
         }
         let now = now_ms();
-        if record.revoked_ms.is_some_and(|r| r <= now) {
+        if key.revoked_ms.is_some_and(|r| r <= now) {
             return Err(AuthFailure::Invalid {
                 reason: "api_key_revoked",
                 message: "the API key was revoked".to_owned(),
             });
         }
-        if record.expires_ms.is_some_and(|e| e <= now) {
+        if key.expires_ms.is_some_and(|e| e <= now) {
             return Err(AuthFailure::Invalid {
                 reason: "api_key_expired",
                 message: "the API key has expired".to_owned(),
             });
         }
-        Ok(Principal {
-            kind: PrincipalKind::Workload,
-            id: record.principal,
-            groups: record.groups,
-            tenant: record.tenant,
-            scopes: record.scopes,
-            method: AuthMethod::ApiKey { key_id: record.id },
-        })
+        Ok(key.principal.clone())
     }
 
-    async fn record(&self, id: &str) -> Result<Option<ApiKeyRecord>, AuthFailure> {
+    async fn record(&self, id: &str) -> Result<Option<Arc<KnownKey>>, AuthFailure> {
         let now = Instant::now();
-        if let Some((at, record)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
+        if let Some((at, key)) = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
             && now.duration_since(*at) < KEY_CACHE_TTL
         {
-            return Ok(record.clone());
+            return Ok(key.clone());
         }
         let record = self.store.api_key(id).await.map_err(|e| {
             tracing::error!(error = %e, "API key store unreachable");
@@ -302,11 +326,12 @@ impl ApiKeys {
                 message: "cannot check the API key now".to_owned(),
             }
         })?;
+        let key = record.map(|r| Arc::new(KnownKey::of(r)));
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= KEY_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(id.to_owned(), (now, record.clone()));
-        Ok(record)
+        cache.insert(id.to_owned(), (now, key.clone()));
+        Ok(key)
     }
 }

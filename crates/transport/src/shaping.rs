@@ -187,14 +187,10 @@ fn span(outer: &str, inner: &str) -> Option<(usize, usize)> {
 
 /// An object's members, borrowed; a repeated key keeps its first position and last value.
 fn members(text: &str) -> Option<Vec<Member<'_>>> {
-    let Members(list) = serde_json::from_str(text).ok()?;
+    let list = portcullis_wire::object::all_members(text)?;
+    // Room for the members shaping adds.
     let mut out: Vec<Member<'_>> = Vec::with_capacity(list.len() + 4);
-    for (k, v) in list {
-        match out.iter_mut().find(|(key, _)| *key == k) {
-            Some(slot) => slot.1 = Cow::Borrowed(v.get()),
-            None => out.push((k, Cow::Borrowed(v.get()))),
-        }
-    }
+    out.extend(list.into_iter().map(|(k, v)| (k, Cow::Borrowed(v.get()))));
     Some(out)
 }
 
@@ -230,29 +226,6 @@ impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
                     }
                 }
                 Ok(top)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// An object's members in order, borrowed.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut list = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    list.push((key, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(Members(list))
             }
         }
         d.deserialize_map(V)

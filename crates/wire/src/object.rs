@@ -138,6 +138,40 @@ pub fn members<'a, const N: usize>(object: &'a RawValue, keys: [&str; N]) -> Opt
     Some(found)
 }
 
+/// Every member of a JSON object, borrowed from its text, in order: a repeated key keeps its
+/// first position and its last value (as [`RawObject::parse`] and [`member`] read it). `None` if
+/// `text` is not one JSON object.
+pub fn all_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct All;
+    impl<'de> de::DeserializeSeed<'de> for All {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for All {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut list: Self::Value = Vec::with_capacity(map.size_hint().unwrap_or(4) + 4);
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                let value = map.next_value::<&'de RawValue>()?;
+                match list.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => list.push((key, value)),
+                }
+            }
+            Ok(list)
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(text);
+    let list = de::DeserializeSeed::deserialize(All, &mut d).ok()?;
+    d.end().ok()?;
+    Some(list)
+}
+
 /// A string member's value, unescaped; `None` if it is absent or not a string.
 pub fn string(value: Option<&RawValue>) -> Option<String> {
     value.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
@@ -174,6 +208,21 @@ pub fn raw(text: impl Into<String>) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_members_borrow_in_order_and_keep_the_last_of_a_repeated_key_in_its_first_place() {
+        let text = r#"{"a":1,"b\u0041":[2, 3],"a":{"x":"y"},"c":null}"#;
+        let list = all_members(text).expect("an object");
+        let got: Vec<(&str, &str)> = list.iter().map(|(k, v)| (k.as_ref(), v.get())).collect();
+        assert_eq!(got, [("a", r#"{"x":"y"}"#), ("bA", "[2, 3]"), ("c", "null")]);
+        // The value is the text's own slice, not a copy.
+        assert!(matches!(list[0].0, Cow::Borrowed(_)));
+        assert!(matches!(list[1].0, Cow::Owned(_)));
+        assert_eq!(all_members(" {} ").map(|l| l.len()), Some(0));
+        for bad in ["[1]", "\"a\"", "{\"a\":1} x", "{\"a\":}", "{\"a\":1", ""] {
+            assert!(all_members(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn rewrites_one_key_and_keeps_the_rest_byte_for_byte() {
