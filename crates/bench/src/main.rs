@@ -2,6 +2,7 @@
 //! upstream in the same run. See BENCHMARKS.md at the repository root for how to read the output.
 
 mod connection;
+mod issuer;
 mod load;
 mod memory;
 mod plot;
@@ -139,20 +140,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // relay in front of it, the forward-only gateway (HTTP route and stdio route), and any variant
     // gateways.
     let demo = Peer::demo_http(&exe)?;
-    let gateway = target::start_gateway(&exe, &target::forward_only_config(), &demo)?;
+    let gateway = target::start_gateway(&exe, &target::forward_only_config(), &demo, None)?;
+    // For configurations whose hosts authenticate with OAuth tokens (`{{ISSUER}}`).
+    let issuer = issuer::Issuer::start().await?;
     let mut variants = Vec::new();
     if !args.no_controls {
         for (name, config) in
             [(target::CONTROLS, target::CONTROLS_CONFIG), (target::CONTROLS_NO_AUDIT, target::CONTROLS_NO_AUDIT_CONFIG)]
         {
             if !args.variant.iter().any(|(n, _)| n == name) {
-                variants.push((name.to_owned(), target::start_gateway(&exe, config, &demo)?));
+                variants.push((name.to_owned(), target::start_gateway(&exe, config, &demo, Some(&issuer))?));
             }
         }
     }
     for (name, file) in &args.variant {
         let template = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-        variants.push((name.clone(), target::start_gateway(&exe, &template, &demo)?));
+        variants.push((name.clone(), target::start_gateway(&exe, &template, &demo, Some(&issuer))?));
     }
     let relay = Peer::relay(demo.addr)?;
     let direct = target::direct_target(&demo)?;
@@ -283,7 +286,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// `tools/list` and a `tools/call` routed to the last of `n` aggregated stdio upstreams.
 async fn aggregate(exe: &std::path::Path, demo: &Peer, plan: &Plan, n: usize) -> anyhow::Result<Vec<report::Run>> {
-    let gateway = target::start_gateway(exe, &target::aggregate_config(n), demo)?;
+    let gateway = target::start_gateway(exe, &target::aggregate_config(n), demo, None)?;
     let tool = format!("u{}__echo", n.saturating_sub(1));
     let call = Template::call(Era::Modern, &tool, json!({ "text": "hello" }), false);
     let probe = target::gateway_target("probe", &gateway, "/agg", &[])?;

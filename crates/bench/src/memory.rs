@@ -20,7 +20,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 /// Opens `counts` (cumulative, ascending) idle sessions on a fresh forward-only gateway.
 pub async fn idle_sessions(exe: &Path, demo: &Peer, counts: &[usize]) -> anyhow::Result<Vec<SessionMemory>> {
-    let gateway = target::start_gateway(exe, &target::forward_only_config(), demo)?;
+    let gateway = target::start_gateway(exe, &target::forward_only_config(), demo, None)?;
     let endpoint = Arc::new(Endpoint::new(gateway.addr, "/mcp")?);
     // One session first, so one-time costs (first upstream call, lazy statics) are not counted.
     Connection::open(Arc::clone(&endpoint), Era::Legacy).await.context("first session")?;

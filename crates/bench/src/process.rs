@@ -22,8 +22,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Kept alive for the gateway's lifetime (its config file lives here).
     _dir: Option<tempfile::TempDir>,
-    /// The API key the load generator presents, when the gateway authenticates its hosts.
-    pub api_key: Option<String>,
+    /// The bearer credential the load generator presents (an API key or a JWT), when the gateway
+    /// authenticates its hosts.
+    pub credential: Option<String>,
 }
 
 impl Peer {
@@ -32,7 +33,7 @@ impl Peer {
         let mut cmd = Command::new(exe);
         cmd.args(["demo", "--http", "127.0.0.1:0"]);
         let (child, addr) = spawn(cmd, "listening on http://")?;
-        Ok(Peer { child, addr, _dir: None, api_key: None })
+        Ok(Peer { child, addr, _dir: None, credential: None })
     }
 
     /// Starts `portcullis serve` with this configuration text (its `[listen]` is overridden to a free port).
@@ -47,11 +48,11 @@ impl Peer {
         std::fs::write(&path, &config).with_context(|| format!("write {}", path.display()))?;
         // A gateway that authenticates with API keys gets one for the load generator's hosts,
         // made as an operator would (`portcullis apikey create`) in the store it reads keys from.
-        let api_key = if config.contains("[auth.api_keys]") { Some(create_api_key(exe, &path)?) } else { None };
+        let credential = if config.contains("[auth.api_keys]") { Some(create_api_key(exe, &path)?) } else { None };
         let mut cmd = Command::new(exe);
         cmd.arg("serve").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
         let (child, addr) = spawn(cmd, "portcullis listening on http://")?;
-        Ok(Peer { child, addr, _dir: Some(dir), api_key })
+        Ok(Peer { child, addr, _dir: Some(dir), credential })
     }
 
     /// Starts the reference relay (this binary, `--relay-to`) in front of `upstream`.
@@ -59,7 +60,7 @@ impl Peer {
         let mut cmd = Command::new(std::env::current_exe().context("locate portcullis-bench")?);
         cmd.arg("--relay-to").arg(upstream.to_string());
         let (child, addr) = spawn(cmd, "relay listening on http://")?;
-        Ok(Peer { child, addr, _dir: None, api_key: None })
+        Ok(Peer { child, addr, _dir: None, credential: None })
     }
 
     /// Its process id.

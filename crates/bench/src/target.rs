@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::connection::Endpoint;
+use crate::issuer::Issuer;
 use crate::process::{self, Peer};
 
 /// The baseline every other target is compared against.
@@ -118,10 +119,35 @@ pub fn aggregate_config(n: usize) -> String {
     out
 }
 
-/// Starts a gateway from a configuration template, after its upstreams are ready.
-pub fn start_gateway(exe: &Path, template: &str, demo: &Peer) -> anyhow::Result<Peer> {
-    let config = template.replace(DEMO_URL, &format!("http://{}/mcp", demo.addr));
-    Peer::gateway(exe, &config).context("start gateway")
+/// The placeholder for the harness's token issuer (`http://127.0.0.1:PORT`) in a template whose
+/// gateway authenticates hosts with OAuth bearer JWTs.
+pub const ISSUER: &str = "{{ISSUER}}";
+
+/// Starts a gateway from a configuration template, after its upstreams are ready. A template
+/// naming `{{ISSUER}}` gets `issuer`'s URL there, and its hosts a token from it for the route
+/// `/mcp` under the template's `[auth] public_url`.
+pub fn start_gateway(exe: &Path, template: &str, demo: &Peer, issuer: Option<&Issuer>) -> anyhow::Result<Peer> {
+    let mut config = template.replace(DEMO_URL, &format!("http://{}/mcp", demo.addr));
+    let mut token = None;
+    if config.contains(ISSUER) {
+        let issuer = issuer.context("this configuration needs the harness's token issuer")?;
+        let public_url = setting(&config, "public_url").context("an OAuth configuration without [auth] public_url")?;
+        token = Some(issuer.token(&format!("{}/mcp", public_url.trim_end_matches('/')), "bench-user")?);
+        config = config.replace(ISSUER, &issuer.url);
+    }
+    let mut peer = Peer::gateway(exe, &config).context("start gateway")?;
+    if token.is_some() {
+        peer.credential = token;
+    }
+    Ok(peer)
+}
+
+/// The quoted value of the first `key = "…"` line in a configuration's text.
+fn setting<'a>(config: &'a str, key: &str) -> Option<&'a str> {
+    config.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
+        rest.strip_prefix('"')?.split('"').next()
+    })
 }
 
 /// The target for a route of a running gateway; `upstream_pids` serve it besides the gateway.
@@ -129,8 +155,8 @@ pub fn gateway_target(name: &str, gateway: &Peer, path: &str, upstream_pids: &[u
     let mut server_pids = vec![gateway.pid()];
     server_pids.extend_from_slice(upstream_pids);
     let mut endpoint = Endpoint::new(gateway.addr, path)?;
-    if let Some(key) = &gateway.api_key {
-        endpoint = endpoint.with_bearer(key)?;
+    if let Some(credential) = &gateway.credential {
+        endpoint = endpoint.with_bearer(credential)?;
     }
     Ok(Target { name: name.to_owned(), endpoint: Arc::new(endpoint), gateway_pid: Some(gateway.pid()), server_pids })
 }
@@ -164,6 +190,14 @@ mod tests {
         let c = aggregate_config(3);
         assert_eq!(c.matches("[[upstream]]").count(), 3);
         assert!(c.contains("upstreams = [\"u0\", \"u1\", \"u2\"]"));
+    }
+
+    #[test]
+    fn reads_a_quoted_setting() {
+        let config = "[auth]\npublic_url = \"http://127.0.0.1\"  # the audience's base\nx=1\n";
+        assert_eq!(setting(config, "public_url"), Some("http://127.0.0.1"));
+        assert_eq!(setting(config, "x"), None);
+        assert_eq!(setting(config, "issuer"), None);
     }
 
     #[test]

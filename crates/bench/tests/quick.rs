@@ -126,3 +126,36 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
     let svg = std::fs::read_to_string(out.path().join("latency.svg")).expect("latency.svg");
     assert!(svg.starts_with("<svg") && svg.contains("gateway-http"), "not the latency plot");
 }
+
+#[test]
+fn the_oauth_variant_is_measured_with_tokens_from_the_harness_issuer() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("controls-jwt.toml");
+    let run = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
+        .args(["--quick", "--only", "call_small", "--slice-ms", "100", "--rounds", "1", "--no-controls"])
+        .arg("--variant")
+        .arg(format!("jwt={}", template.display()))
+        .arg("--portcullis")
+        .arg(portcullis())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run portcullis-bench");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // The harness refuses to measure a gateway that accepts a request without the token.
+    assert!(run.status.success(), "portcullis-bench failed:\n{stderr}");
+    let text = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
+    let report: Value = serde_json::from_str(&text).expect("bench.json is JSON");
+    let measured: Vec<&Value> = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
+        .filter(|m| m["target"] == "gateway-jwt")
+        .collect();
+    assert!(!measured.is_empty(), "gateway-jwt never measured");
+    for m in measured {
+        assert!(number(m, "requests") > 0.0, "no requests");
+        assert_eq!(number(m, "errors"), 0.0, "errors: {}", m["first_error"]);
+    }
+}

@@ -293,8 +293,20 @@ impl Jwks {
         Self { shared: Arc::new(shared) }
     }
 
-    /// The key to verify a token with header `kid` and `alg`, fetching the set if needed.
-    pub(crate) async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, TokenError> {
+    /// The generation of the current key set while it is fresh (`None` once it is stale or
+    /// before the first fetch): a verification made with a key of this generation still stands.
+    pub(crate) fn fresh_generation(&self) -> Option<u64> {
+        let state = self.state();
+        state.snapshot.as_ref().filter(|s| Instant::now() < s.fresh_until).map(|s| s.generation)
+    }
+
+    /// The key to verify a token with header `kid` and `alg`, fetching the set if needed, and
+    /// the generation of the set it came from.
+    pub(crate) async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<(Arc<VerificationKey>, u64), TokenError> {
         let now = Instant::now();
         let current = self.state().snapshot.clone();
         let snapshot = match current {
@@ -306,7 +318,7 @@ impl Jwks {
             stale => self.refresh(stale.map(|s| s.generation), false).await?,
         };
         match snapshot.keys.select(kid, alg) {
-            Selection::Found(key) => return Ok(key),
+            Selection::Found(key) => return Ok((key, snapshot.generation)),
             Selection::Mismatch => return Err(TokenError::KeyMismatch),
             Selection::Ambiguous => return Err(TokenError::UnknownKey),
             Selection::Missing => {}
@@ -314,7 +326,7 @@ impl Jwks {
         // Perhaps the issuer rotated its keys since we fetched: look once more.
         let snapshot = self.refresh(Some(snapshot.generation), true).await?;
         match snapshot.keys.select(kid, alg) {
-            Selection::Found(key) => Ok(key),
+            Selection::Found(key) => Ok((key, snapshot.generation)),
             Selection::Mismatch => Err(TokenError::KeyMismatch),
             Selection::Missing | Selection::Ambiguous => Err(TokenError::UnknownKey),
         }

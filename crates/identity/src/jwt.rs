@@ -20,9 +20,12 @@ pub(crate) mod algorithm;
 mod claims;
 mod token;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
 
 pub use self::algorithm::{Algorithm, AlgorithmError};
 use self::claims::Expectations;
@@ -170,7 +173,28 @@ pub struct InvalidSettings(pub Vec<SettingsError>);
 struct Inner {
     settings: JwtSettings,
     jwks: Jwks,
+    /// Tokens whose signature and claims were checked, by the SHA-256 of the audience and the
+    /// token (the tokens themselves are not kept): a host sends the same token on every request
+    /// until it expires, and a signature check costs tens of microseconds.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Signatures checked so far (tests tell a cached answer from a checked one).
+    #[cfg(test)]
+    verifications: std::sync::atomic::AtomicUsize,
 }
+
+/// What a verified token was found to be, and for how long that holds.
+struct Verified {
+    principal: Principal,
+    /// `exp` plus the leeway, seconds since the epoch: from then on the token is expired. The other
+    /// time checks (`nbf`, `iat`, the longest lifetime) only pass more easily as time goes on.
+    expires_at: f64,
+    /// The key set generation whose key verified it: once that set is stale or replaced (a key
+    /// rotated out, say) the token is verified again.
+    generation: u64,
+}
+
+/// At most this many verified tokens are remembered; past it the cache starts over.
+const VERIFIED_LIMIT: usize = 10_000;
 
 impl JwtSettings {
     /// Settings for `issuer` and `audience` with every default.
@@ -253,7 +277,15 @@ impl JwtValidator {
             .map_err(|e| InvalidSettings(vec![SettingsError::HttpClient(e.to_string())]))?;
         let freshness = Freshness { refresh: settings.jwks_refresh, hard_expiry: settings.jwks_hard_expiry };
         let jwks = Jwks::new(source, client, freshness);
-        Ok(Self { inner: Arc::new(Inner { settings, jwks }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                jwks,
+                verified: Mutex::new(HashMap::new()),
+                #[cfg(test)]
+                verifications: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        })
     }
 
     /// The settings this validator was built from.
@@ -269,7 +301,36 @@ impl JwtValidator {
 
     /// Like [`Self::validate`], but `aud` must contain `audience` instead of the configured one
     /// (a per-route resource URI, so a token for one route does not open another).
+    ///
+    /// A token verified before for the same audience is answered from memory while it has not
+    /// expired and the key set that verified it is still the fresh one; anything else (another
+    /// route, a refreshed or stale key set, an expired token) is checked in full again.
     pub async fn validate_for(&self, token: &str, audience: &str) -> Result<Principal, TokenError> {
+        let digest = verified_key(token, audience);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        if let Some(generation) = self.inner.jwks.fresh_generation()
+            && let Some(known) = self.verified().get(&digest)
+            && known.generation == generation
+            && now < known.expires_at
+        {
+            return Ok(known.principal.clone());
+        }
+        let (principal, verified) = self.verify(token, audience).await?;
+        let mut cache = self.verified();
+        if cache.len() >= VERIFIED_LIMIT {
+            cache.clear();
+        }
+        cache.insert(digest, verified);
+        Ok(principal)
+    }
+
+    fn verified(&self) -> MutexGuard<'_, HashMap<[u8; 32], Verified>> {
+        // A map of plain values, consistent after every statement: a panic elsewhere cannot tear it.
+        self.inner.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks a token in full: its header, its signature with the issuer's key, its claims.
+    async fn verify(&self, token: &str, audience: &str) -> Result<(Principal, Verified), TokenError> {
         let settings = &self.inner.settings;
         let token = UnverifiedToken::parse(token)?;
         let alg = token.algorithm(&settings.algorithms)?;
@@ -277,7 +338,9 @@ impl JwtValidator {
         let kid = token.kid()?;
         let signature = token.signature()?;
 
-        let key = self.inner.jwks.key_for(kid, alg).await?;
+        let (key, generation) = self.inner.jwks.key_for(kid, alg).await?;
+        #[cfg(test)]
+        self.inner.verifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Always the RustCrypto provider, whatever process-wide provider jsonwebtoken has.
         let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
         let verifier = (provider.verifier_factory)(&alg.to_jsonwebtoken(), &key.key).map_err(|e| {
@@ -295,7 +358,18 @@ impl JwtValidator {
             now,
         };
         claims::check_registered(&token.claims, expect)?;
-        settings.claims.principal(&token.claims, &settings.issuer)
+        let principal = settings.claims.principal(&token.claims, &settings.issuer)?;
+        // Present and a valid number: `check_registered` refuses a token without one.
+        let exp = token.claims.get("exp").and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        let verified =
+            Verified { principal: principal.clone(), expires_at: exp + settings.leeway.as_secs_f64(), generation };
+        Ok((principal, verified))
+    }
+
+    /// How many signatures were checked (not answered from the verified-token cache).
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> usize {
+        self.inner.verifications.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The key cache (for tests that age it).
@@ -303,6 +377,15 @@ impl JwtValidator {
     pub(crate) fn jwks(&self) -> &Jwks {
         &self.inner.jwks
     }
+}
+
+/// The verified-token cache's key for `token` presented for `audience`.
+fn verified_key(token: &str, audience: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update((audience.len() as u64).to_be_bytes());
+    hash.update(audience.as_bytes());
+    hash.update(token.as_bytes());
+    hash.finalize().into()
 }
 
 impl fmt::Debug for JwtValidator {

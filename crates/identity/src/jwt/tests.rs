@@ -486,6 +486,45 @@ async fn validate_for_checks_a_per_route_audience() {
     assert_eq!(validator.validate(&token).await, Err(TokenError::WrongAudience));
 }
 
+#[tokio::test]
+async fn a_verified_token_is_answered_from_memory_until_it_expires() {
+    let key = TestKey::ed25519("ed-1");
+    let issuer = TestIssuer::start(&[&key]).await;
+    let validator = JwtValidator::new(JwtSettings { leeway: Duration::ZERO, ..settings(&issuer) }).expect("valid");
+    // Whole seconds: between one and two seconds left.
+    let token = key.sign(&claims_with(issuer.issuer(), json!({"exp": now() + 2})));
+    let first = validator.validate(&token).await.expect("valid");
+    assert_eq!(validator.validate(&token).await, Ok(first.clone()));
+    assert_eq!(validator.validate(&token).await, Ok(first));
+    assert_eq!(validator.verifications(), 1, "the repeats were checked again");
+    // The same token for another route is checked in full (and refused), not served from memory.
+    assert_eq!(validator.validate_for(&token, "https://gateway.example/other").await, Err(TokenError::WrongAudience));
+    assert_eq!(validator.verifications(), 2);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(validator.validate(&token).await, Err(TokenError::Expired));
+}
+
+#[tokio::test]
+async fn a_verified_token_is_checked_again_once_the_key_set_is_stale_and_refused_once_its_key_is_gone() {
+    let retiring = TestKey::es256("retiring");
+    let current = TestKey::es256("current");
+    let issuer = TestIssuer::start(&[&retiring, &current]).await;
+    let validator = validator(&issuer);
+    let token = retiring.sign(&claims(issuer.issuer()));
+    assert!(validator.validate(&token).await.is_ok());
+    assert!(validator.validate(&token).await.is_ok());
+    assert_eq!(validator.verifications(), 1);
+
+    issuer.publish(&[&current]);
+    validator.jwks().age(false);
+    // Stale: checked again (with the stale set, while it is refetched).
+    assert!(validator.validate(&token).await.is_ok());
+    assert_eq!(validator.verifications(), 2);
+    background_refresh_done(&validator).await;
+    // The refreshed set no longer has the key: what was verified before does not stand.
+    assert_eq!(validator.validate(&token).await, Err(TokenError::UnknownKey));
+}
+
 #[test]
 fn settings_report_every_problem_at_once() {
     let bad = JwtSettings {
