@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// The key id tokens and the key set name.
+/// The `kid` of the issuer's key: in its key set and in every token's header.
 const KID: &str = "portcullis-bench";
 /// How long a token is valid: longer than any run.
 const LIFETIME_S: u64 = 24 * 3600;

@@ -24,7 +24,16 @@ pub struct Peer {
     _dir: Option<tempfile::TempDir>,
     /// The bearer credential the load generator presents (an API key or a JWT), when the gateway
     /// authenticates its hosts.
-    pub credential: Option<String>,
+    pub credential: Option<Credential>,
+}
+
+/// A bearer credential: never printed (`Debug` shows only that there is one).
+pub struct Credential(pub String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
 }
 
 impl Peer {
@@ -48,7 +57,11 @@ impl Peer {
         std::fs::write(&path, &config).with_context(|| format!("write {}", path.display()))?;
         // A gateway that authenticates with API keys gets one for the load generator's hosts,
         // made as an operator would (`portcullis apikey create`) in the store it reads keys from.
-        let credential = if config.contains("[auth.api_keys]") { Some(create_api_key(exe, &path)?) } else { None };
+        let credential = if auth_setting(&config, "api_keys").is_some() {
+            Some(Credential(create_api_key(exe, &path)?))
+        } else {
+            None
+        };
         let mut cmd = Command::new(exe);
         cmd.arg("serve").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
         let (child, addr) = spawn(cmd, "portcullis listening on http://")?;
@@ -92,9 +105,16 @@ fn create_api_key(exe: &Path, config: &Path) -> anyhow::Result<String> {
     }
     let key = String::from_utf8(out.stdout).context("apikey create printed no text")?.trim().to_owned();
     if !key.starts_with("pcl_") {
-        bail!("apikey create printed no key: {key:?}");
+        // Whatever it printed may be a key after all: not repeated here.
+        bail!("apikey create printed no key (expected pcl_…, got {} bytes)", key.len());
     }
     Ok(key)
+}
+
+/// `[auth] <key>` of a gateway configuration's text, if it parses and has it.
+pub fn auth_setting(config: &str, key: &str) -> Option<toml::Value> {
+    let parsed: toml::Table = config.parse().ok()?;
+    parsed.get("auth")?.get(key).cloned()
 }
 
 /// Spawns a peer with logs quiet and waits for the line announcing its address.

@@ -276,7 +276,9 @@ pub async fn check_refuses_anonymous(target: &Target, t: &Template) -> anyhow::R
         return Ok(());
     }
     let anonymous = Arc::new(target.endpoint.anonymous());
-    let status = Connection::open(anonymous, t.era).await?.status(t).await?;
+    let status = async { Connection::open(anonymous, t.era).await?.status(t).await }
+        .await
+        .with_context(|| format!("{}: a request without credentials", target.name))?;
     if status != StatusCode::UNAUTHORIZED {
         bail!("{} answered a request without credentials with HTTP {status}, expected 401", target.name);
     }

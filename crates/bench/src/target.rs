@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::connection::Endpoint;
 use crate::issuer::Issuer;
-use crate::process::{self, Peer};
+use crate::process::{self, Credential, Peer};
 
 /// The baseline every other target is compared against.
 pub const DIRECT: &str = "direct-http";
@@ -131,23 +131,18 @@ pub fn start_gateway(exe: &Path, template: &str, demo: &Peer, issuer: Option<&Is
     let mut token = None;
     if config.contains(ISSUER) {
         let issuer = issuer.context("this configuration needs the harness's token issuer")?;
-        let public_url = setting(&config, "public_url").context("an OAuth configuration without [auth] public_url")?;
+        let public_url = process::auth_setting(&config, "public_url")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .context("a configuration naming {{ISSUER}} needs [auth] public_url")?;
+        // The route the harness measures (`/mcp`, as every gateway template must serve it).
         token = Some(issuer.token(&format!("{}/mcp", public_url.trim_end_matches('/')), "bench-user")?);
         config = config.replace(ISSUER, &issuer.url);
     }
     let mut peer = Peer::gateway(exe, &config).context("start gateway")?;
-    if token.is_some() {
-        peer.credential = token;
+    if let Some(token) = token {
+        peer.credential = Some(Credential(token));
     }
     Ok(peer)
-}
-
-/// The quoted value of the first `key = "…"` line in a configuration's text.
-fn setting<'a>(config: &'a str, key: &str) -> Option<&'a str> {
-    config.lines().find_map(|line| {
-        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
-        rest.strip_prefix('"')?.split('"').next()
-    })
 }
 
 /// The target for a route of a running gateway; `upstream_pids` serve it besides the gateway.
@@ -156,7 +151,7 @@ pub fn gateway_target(name: &str, gateway: &Peer, path: &str, upstream_pids: &[u
     server_pids.extend_from_slice(upstream_pids);
     let mut endpoint = Endpoint::new(gateway.addr, path)?;
     if let Some(credential) = &gateway.credential {
-        endpoint = endpoint.with_bearer(credential)?;
+        endpoint = endpoint.with_bearer(&credential.0)?;
     }
     Ok(Target { name: name.to_owned(), endpoint: Arc::new(endpoint), gateway_pid: Some(gateway.pid()), server_pids })
 }
@@ -193,11 +188,15 @@ mod tests {
     }
 
     #[test]
-    fn reads_a_quoted_setting() {
-        let config = "[auth]\npublic_url = \"http://127.0.0.1\"  # the audience's base\nx=1\n";
-        assert_eq!(setting(config, "public_url"), Some("http://127.0.0.1"));
-        assert_eq!(setting(config, "x"), None);
-        assert_eq!(setting(config, "issuer"), None);
+    fn reads_the_auth_settings_of_a_template() {
+        let jwt = include_str!("../controls-jwt.toml");
+        let url = process::auth_setting(jwt, "public_url");
+        assert_eq!(url.as_ref().and_then(toml::Value::as_str), Some("http://127.0.0.1"));
+        assert!(process::auth_setting(jwt, "api_keys").is_none());
+        assert!(process::auth_setting(CONTROLS_CONFIG, "api_keys").is_some());
+        // Commented out is not there; no [auth] at all neither.
+        assert!(process::auth_setting("# [auth.api_keys]\n[auth]\npublic_url = 'x'\n", "api_keys").is_none());
+        assert!(process::auth_setting(&forward_only_config(), "public_url").is_none());
     }
 
     #[test]

@@ -185,9 +185,9 @@ struct Inner {
 /// What a verified token was found to be, and for how long that holds.
 struct Verified {
     principal: Principal,
-    /// `exp` plus the leeway, seconds since the epoch: from then on the token is expired. The other
-    /// time checks (`nbf`, `iat`, the longest lifetime) only pass more easily as time goes on.
-    expires_at: f64,
+    /// Its time claims, judged again at each use as the full check judges them (so a token
+    /// expires, and a clock stepped back is seen, as if it were checked in full).
+    times: claims::Times,
     /// The key set generation whose key verified it: once that set is stale or replaced (a key
     /// rotated out, say) the token is verified again.
     generation: u64,
@@ -311,14 +311,18 @@ impl JwtValidator {
         if let Some(generation) = self.inner.jwks.fresh_generation()
             && let Some(known) = self.verified().get(&digest)
             && known.generation == generation
-            && now < known.expires_at
+            && known.times.check(now).is_ok()
         {
             return Ok(known.principal.clone());
         }
         let (principal, verified) = self.verify(token, audience).await?;
         let mut cache = self.verified();
         if cache.len() >= VERIFIED_LIMIT {
-            cache.clear();
+            // Expired tokens go first; only if that leaves it full does it start over.
+            cache.retain(|_, v| v.times.check(now).is_ok());
+            if cache.len() >= VERIFIED_LIMIT {
+                cache.clear();
+            }
         }
         cache.insert(digest, verified);
         Ok(principal)
@@ -357,13 +361,18 @@ impl JwtValidator {
             max_lifetime: settings.max_lifetime,
             now,
         };
-        claims::check_registered(&token.claims, expect)?;
+        let times = claims::check_registered(&token.claims, expect)?;
         let principal = settings.claims.principal(&token.claims, &settings.issuer)?;
-        // Present and a valid number: `check_registered` refuses a token without one.
-        let exp = token.claims.get("exp").and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-        let verified =
-            Verified { principal: principal.clone(), expires_at: exp + settings.leeway.as_secs_f64(), generation };
+        let verified = Verified { principal: principal.clone(), times, generation };
         Ok((principal, verified))
+    }
+
+    /// Test hook: every remembered token as if it expired `seconds` earlier.
+    #[cfg(test)]
+    pub(crate) fn expire_verified(&self, seconds: f64) {
+        for known in self.verified().values_mut() {
+            known.times = known.times.expiring_earlier(seconds);
+        }
     }
 
     /// How many signatures were checked (not answered from the verified-token cache).

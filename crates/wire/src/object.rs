@@ -4,6 +4,7 @@
 //! reads one as a string.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use indexmap::IndexMap;
@@ -142,6 +143,8 @@ pub fn members<'a, const N: usize>(object: &'a RawValue, keys: [&str; N]) -> Opt
 /// first position and its last value (as [`RawObject::parse`] and [`member`] read it). `None` if
 /// `text` is not one JSON object.
 pub fn all_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    /// Up to this many members, a repeated key is found by scanning them.
+    const SCAN_LIMIT: usize = 16;
     struct All;
     impl<'de> de::DeserializeSeed<'de> for All {
         type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
@@ -155,12 +158,26 @@ pub fn all_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
             f.write_str("an object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut list: Self::Value = Vec::with_capacity(map.size_hint().unwrap_or(4) + 4);
+            let mut list: Self::Value = Vec::with_capacity(map.size_hint().unwrap_or(4));
+            // Past a few members, repeats are found through an index (a host's object of
+            // thousands of keys must not cost a scan of the list per key).
+            let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
             while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                 let value = map.next_value::<&'de RawValue>()?;
-                match list.iter_mut().find(|(k, _)| *k == key) {
-                    Some(slot) => slot.1 = value,
-                    None => list.push((key, value)),
+                let seen = match &index {
+                    Some(index) => index.get(&key).copied(),
+                    None => list.iter().position(|(k, _)| *k == key),
+                };
+                if let Some(i) = seen {
+                    list[i].1 = value;
+                    continue;
+                }
+                if let Some(index) = &mut index {
+                    index.insert(key.clone(), list.len());
+                }
+                list.push((key, value));
+                if index.is_none() && list.len() > SCAN_LIMIT {
+                    index = Some(list.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect());
                 }
             }
             Ok(list)
@@ -215,9 +232,20 @@ mod tests {
         let list = all_members(text).expect("an object");
         let got: Vec<(&str, &str)> = list.iter().map(|(k, v)| (k.as_ref(), v.get())).collect();
         assert_eq!(got, [("a", r#"{"x":"y"}"#), ("bA", "[2, 3]"), ("c", "null")]);
-        // The value is the text's own slice, not a copy.
+        // A key is the text's own slice unless it had an escape.
         assert!(matches!(list[0].0, Cow::Borrowed(_)));
         assert!(matches!(list[1].0, Cow::Owned(_)));
+        // A repeat written with an escape is the same key.
+        let escaped = all_members(r#"{"a":1,"\u0061":2}"#).expect("an object");
+        assert_eq!(escaped.iter().map(|(k, v)| (k.as_ref(), v.get())).collect::<Vec<_>>(), [("a", "2")]);
+        // Past the scan limit the index keeps the same rule.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{}\":{i}", i % 25)).collect();
+        let text = format!("{{{}}}", many.join(","));
+        let list = all_members(&text).expect("an object");
+        assert_eq!(list.len(), 25);
+        assert_eq!((list[0].0.as_ref(), list[0].1.get()), ("k0", "25"));
+        assert_eq!((list[14].0.as_ref(), list[14].1.get()), ("k14", "39"));
+        assert_eq!((list[24].0.as_ref(), list[24].1.get()), ("k24", "24"));
         assert_eq!(all_members(" {} ").map(|l| l.len()), Some(0));
         for bad in ["[1]", "\"a\"", "{\"a\":1} x", "{\"a\":}", "{\"a\":1", ""] {
             assert!(all_members(bad).is_none(), "{bad}");

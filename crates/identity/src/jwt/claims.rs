@@ -206,8 +206,9 @@ pub(crate) struct Expectations<'a> {
     pub(crate) now: f64,
 }
 
-/// Checks `iss` (exact), `aud` (contains ours), `exp` (required), and `nbf` / `iat` when present.
-pub(crate) fn check_registered(claims: &Map<String, Value>, expect: Expectations<'_>) -> Result<(), TokenError> {
+/// Checks `iss` (exact), `aud` (contains ours), `exp` (required), and `nbf` / `iat` when present;
+/// on success, the token's time claims, by which it can be judged again later without its other claims.
+pub(crate) fn check_registered(claims: &Map<String, Value>, expect: Expectations<'_>) -> Result<Times, TokenError> {
     match claims.get("iss") {
         Some(Value::String(iss)) if iss == expect.issuer => {}
         Some(Value::String(_)) => return Err(TokenError::WrongIssuer),
@@ -225,28 +226,48 @@ pub(crate) fn check_registered(claims: &Map<String, Value>, expect: Expectations
     if !audience_matches {
         return Err(TokenError::WrongAudience);
     }
+    let times = Times {
+        exp: numeric_date(claims, "exp")?.ok_or_else(|| TokenError::MissingClaim("exp".to_owned()))?,
+        nbf: numeric_date(claims, "nbf")?,
+        iat: numeric_date(claims, "iat")?,
+        leeway: expect.leeway.as_secs_f64(),
+        max_lifetime: expect.max_lifetime.map(|max| max.as_secs_f64()),
+    };
+    times.check(expect.now)?;
+    Ok(times)
+}
 
-    let leeway = expect.leeway.as_secs_f64();
-    let exp = numeric_date(claims, "exp")?.ok_or_else(|| TokenError::MissingClaim("exp".to_owned()))?;
-    if expect.now >= exp + leeway {
-        return Err(TokenError::Expired);
+/// A token's time claims (seconds since the Unix epoch) and the allowances they are judged with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Times {
+    exp: f64,
+    nbf: Option<f64>,
+    iat: Option<f64>,
+    leeway: f64,
+    max_lifetime: Option<f64>,
+}
+
+impl Times {
+    /// Whether the token is valid at `now` as far as time goes: `exp`, `nbf` and `iat` with the
+    /// leeway, and the longest lifetime allowed. The one judgement, for a first check and a later one.
+    pub(crate) fn check(&self, now: f64) -> Result<(), TokenError> {
+        if now >= self.exp + self.leeway {
+            return Err(TokenError::Expired);
+        }
+        if self.nbf.is_some_and(|nbf| now + self.leeway < nbf) || self.iat.is_some_and(|iat| iat > now + self.leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        if self.max_lifetime.is_some_and(|max| self.exp - now > max + self.leeway) {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        Ok(())
     }
-    if let Some(nbf) = numeric_date(claims, "nbf")?
-        && expect.now + leeway < nbf
-    {
-        return Err(TokenError::NotYetValid);
+
+    /// Test hook: the same token, its `exp` `seconds` earlier.
+    #[cfg(test)]
+    pub(crate) fn expiring_earlier(self, seconds: f64) -> Times {
+        Times { exp: self.exp - seconds, ..self }
     }
-    if let Some(iat) = numeric_date(claims, "iat")?
-        && iat > expect.now + leeway
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if let Some(max) = expect.max_lifetime
-        && exp - expect.now > max.as_secs_f64() + leeway
-    {
-        return Err(TokenError::LifetimeTooLong);
-    }
-    Ok(())
 }
 
 /// A NumericDate claim (RFC 7519 §2: seconds since the epoch, possibly fractional).
@@ -322,16 +343,16 @@ mod tests {
 
     #[test]
     fn accepts_matching_registered_claims() {
-        assert_eq!(check_registered(&registered(json!({})), expect()), Ok(()));
+        assert!(check_registered(&registered(json!({})), expect()).is_ok());
         let array = registered(json!({"aud": ["other", "https://gateway.example/mcp"]}));
-        assert_eq!(check_registered(&array, expect()), Ok(()));
+        assert!(check_registered(&array, expect()).is_ok());
         let fractional = registered(json!({"exp": NOW + 0.5, "iat": NOW - 10.25, "nbf": NOW}));
-        assert_eq!(check_registered(&fractional, expect()), Ok(()));
+        assert!(check_registered(&fractional, expect()).is_ok());
     }
 
     #[test]
     fn applies_leeway_to_exp_nbf_and_iat() {
-        let check = |extra: Value| check_registered(&registered(extra), expect());
+        let check = |extra: Value| check_registered(&registered(extra), expect()).map(|_| ());
         assert_eq!(check(json!({"exp": NOW - 59.0})), Ok(()));
         assert_eq!(check(json!({"exp": NOW - 60.0})), Err(TokenError::Expired));
         assert_eq!(check(json!({"nbf": NOW + 59.0})), Ok(()));
@@ -341,7 +362,7 @@ mod tests {
 
     #[test]
     fn refuses_wrong_missing_or_mistyped_registered_claims() {
-        let check = |extra: Value| check_registered(&registered(extra), expect());
+        let check = |extra: Value| check_registered(&registered(extra), expect()).map(|_| ());
         assert_eq!(check(json!({"iss": "https://issuer.example/"})), Err(TokenError::WrongIssuer));
         assert_eq!(check(json!({"iss": 5})), Err(TokenError::InvalidClaim("iss".into())));
         assert_eq!(check(json!({"aud": "https://gateway.example"})), Err(TokenError::WrongAudience));
@@ -351,18 +372,33 @@ mod tests {
         assert_eq!(check(json!({"exp": -1})), Err(TokenError::InvalidClaim("exp".into())));
         let mut no_exp = registered(json!({}));
         no_exp.remove("exp");
-        assert_eq!(check_registered(&no_exp, expect()), Err(TokenError::MissingClaim("exp".into())));
+        assert_eq!(check_registered(&no_exp, expect()).map(|_| ()), Err(TokenError::MissingClaim("exp".into())));
         let mut no_aud = registered(json!({}));
         no_aud.remove("aud");
-        assert_eq!(check_registered(&no_aud, expect()), Err(TokenError::MissingClaim("aud".into())));
+        assert_eq!(check_registered(&no_aud, expect()).map(|_| ()), Err(TokenError::MissingClaim("aud".into())));
+    }
+
+    #[test]
+    fn the_times_judge_a_later_instant_as_a_full_check_then_would() {
+        let claims = registered(json!({"nbf": NOW - 30.0, "iat": NOW - 40.0, "exp": NOW + 600.0}));
+        let capped = Expectations { max_lifetime: Some(Duration::from_secs(300)), ..expect() };
+        // Valid at NOW + 400 (the lifetime left is under the cap plus leeway there).
+        let at = |now: f64| Expectations { now, ..capped };
+        let times = check_registered(&claims, at(NOW + 400.0)).expect("valid then");
+        // Every instant, earlier (a clock stepped back) or later: the same answer as a full check.
+        let mut t = NOW - 200.0;
+        while t < NOW + 800.0 {
+            assert_eq!(times.check(t), check_registered(&claims, at(t)).map(|_| ()), "at NOW{:+}", t - NOW);
+            t += 0.25;
+        }
     }
 
     #[test]
     fn refuses_lifetimes_beyond_the_configured_maximum() {
         let capped = Expectations { max_lifetime: Some(Duration::from_secs(3600)), ..expect() };
-        assert_eq!(check_registered(&registered(json!({})), capped), Ok(()));
+        assert!(check_registered(&registered(json!({})), capped).is_ok());
         let long = registered(json!({"exp": NOW + 86_400.0 * 365.0}));
-        assert_eq!(check_registered(&long, capped), Err(TokenError::LifetimeTooLong));
+        assert_eq!(check_registered(&long, capped).map(|_| ()), Err(TokenError::LifetimeTooLong));
     }
 
     #[test]
