@@ -991,7 +991,8 @@ impl Gateway {
                 trail.destructive = facts.destructive;
             }
         }
-        trail.decision = call.decision.as_ref().map(decision_facts);
+        // The call is done with it: moved, not copied.
+        trail.decision = call.decision.take();
         if let Some(timings) = call.timings.take() {
             trail.stages = timings;
         }
@@ -1871,7 +1872,7 @@ fn call_entry(host: &Host, method: &str, trail: &CallTrail, s: &Summary, error_c
         annotations: Annotations { read_only: trail.read_only, destructive: trail.destructive },
         arguments: trail.arguments.as_ref(),
         approval: Approval { state: if s.outcome == "approval_required" { "required" } else { "none" } },
-        decision: trail.decision.as_ref(),
+        decision: trail.decision.as_ref().map(DecisionFacts),
         refusal: s.stage.map(|stage| RefusalFacts {
             stage,
             reason: s.reason,
@@ -1918,7 +1919,7 @@ struct CallBody<'a> {
     annotations: Annotations,
     arguments: Option<&'a serde_json::Value>,
     approval: Approval,
-    decision: Option<&'a serde_json::Value>,
+    decision: Option<DecisionFacts<'a>>,
     refusal: Option<RefusalFacts<'a>>,
     result: CallResult<'a>,
     latency_us: u64,
@@ -2075,18 +2076,43 @@ fn session_tag(host: &Host) -> Option<String> {
 }
 
 /// A policy decision as recorded.
-fn decision_facts(d: &portcullis_policy::Decision) -> serde_json::Value {
-    serde_json::json!({
-        "outcome": format!("{:?}", d.outcome).to_lowercase(),
-        "reason": d.reason,
-        "policies": d.policies,
-        "errors": d.errors,
-        "shadow": d.shadow.iter().map(|s| serde_json::json!({
-            "set": s.name,
-            "outcome": format!("{:?}", s.outcome).to_lowercase(),
-            "policies": s.policies,
-        })).collect::<Vec<_>>(),
-    })
+/// A policy decision as a call record states it, written from the decision itself (nothing copied):
+/// `{"outcome", "reason", "policies", "errors", "shadow": [{"set", "outcome", "policies"}]}`.
+struct DecisionFacts<'a>(&'a portcullis_policy::Decision);
+
+impl serde::Serialize for DecisionFacts<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        #[derive(serde::Serialize)]
+        struct Shadow<'a> {
+            set: &'a str,
+            outcome: &'static str,
+            policies: &'a [String],
+        }
+        let d = self.0;
+        let shadow: Vec<Shadow<'_>> = d
+            .shadow
+            .iter()
+            .map(|s| Shadow { set: &s.name, outcome: recorded_outcome(s.outcome), policies: &s.policies })
+            .collect();
+        let mut out = serializer.serialize_struct("Decision", 5)?;
+        out.serialize_field("outcome", recorded_outcome(d.outcome))?;
+        out.serialize_field("reason", d.reason)?;
+        out.serialize_field("policies", &d.policies)?;
+        out.serialize_field("errors", &d.errors)?;
+        out.serialize_field("shadow", &shadow)?;
+        out.end()
+    }
+}
+
+/// A decision's outcome as call records have always written it (its variant's name in lower case,
+/// so `approvalrequired`, not the `approval_required` of `Outcome::as_str`).
+fn recorded_outcome(outcome: portcullis_policy::Outcome) -> &'static str {
+    match outcome {
+        portcullis_policy::Outcome::Allow => "allow",
+        portcullis_policy::Outcome::Deny => "deny",
+        portcullis_policy::Outcome::ApprovalRequired => "approvalrequired",
+    }
 }
 
 /// What one upstream call is about: who asked, where it goes, where related messages go.
@@ -2561,5 +2587,60 @@ impl Gateway {
             }
             MessageKind::Response { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_policy::{Decision, Outcome, ShadowDecision};
+
+    use super::DecisionFacts;
+
+    /// The decision as call records wrote it before it was serialized from the decision itself.
+    fn as_before(d: &Decision) -> serde_json::Value {
+        serde_json::json!({
+            "outcome": format!("{:?}", d.outcome).to_lowercase(),
+            "reason": d.reason,
+            "policies": d.policies,
+            "errors": d.errors,
+            "shadow": d.shadow.iter().map(|s| serde_json::json!({
+                "set": s.name,
+                "outcome": format!("{:?}", s.outcome).to_lowercase(),
+                "policies": s.policies,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    #[test]
+    fn a_recorded_decision_reads_as_it_always_has() {
+        let shadow = |name: &str, outcome| ShadowDecision {
+            name: name.to_owned(),
+            outcome,
+            policies: vec!["p\"1".to_owned()],
+            reason: "allowed",
+            errors: vec!["ignored".to_owned()],
+        };
+        for outcome in [Outcome::Allow, Outcome::Deny, Outcome::ApprovalRequired] {
+            let d = Decision {
+                outcome,
+                policies: vec!["tier-low-anyone".to_owned(), "ü".to_owned()],
+                reason: "approval_required",
+                errors: vec!["x: division by zero".to_owned()],
+                shadow: vec![shadow("next", Outcome::ApprovalRequired), shadow("other", Outcome::Deny)],
+                arguments_truncated: false,
+            };
+            let text = serde_json::to_string(&DecisionFacts(&d)).expect("serializes");
+            // The same text, keys in the same order.
+            assert_eq!(text, as_before(&d).to_string());
+        }
+        let empty = Decision {
+            outcome: Outcome::Deny,
+            policies: Vec::new(),
+            reason: "default_deny",
+            errors: Vec::new(),
+            shadow: Vec::new(),
+            arguments_truncated: true,
+        };
+        assert_eq!(serde_json::to_string(&DecisionFacts(&empty)).expect("serializes"), as_before(&empty).to_string());
     }
 }

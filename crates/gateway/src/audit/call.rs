@@ -26,8 +26,8 @@ pub struct CallTrail {
     pub tier: Option<RiskTier>,
     /// The arguments as recorded.
     pub arguments: Option<Value>,
-    /// The policy's decision, as recorded.
-    pub decision: Option<Value>,
+    /// The policy's decision (recorded as `decision_facts` writes it).
+    pub decision: Option<portcullis_policy::Decision>,
     /// A modern host's `clientInfo` from `_meta`.
     pub client: Option<Value>,
     /// The registry entry governing the server (name@version), and the version the server
