@@ -23,6 +23,18 @@ fn portcullis() -> PathBuf {
     exe
 }
 
+/// Runs the harness with these arguments against this build's `portcullis`, writing to `out`.
+fn bench(args: &[&str], out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
+        .args(args)
+        .arg("--portcullis")
+        .arg(portcullis())
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run portcullis-bench")
+}
+
 fn number(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
@@ -30,14 +42,8 @@ fn number(v: &Value, key: &str) -> f64 {
 #[test]
 fn quick_mode_reports_every_scenario_with_sane_numbers() {
     let out = tempfile::tempdir().expect("temp dir");
-    let run = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
-        .args(["--quick", "--slice-ms", "100", "--rounds", "1", "--sessions", "50", "--upstreams", "1,2"])
-        .arg("--portcullis")
-        .arg(portcullis())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("run portcullis-bench");
+    let run =
+        bench(&["--quick", "--slice-ms", "100", "--rounds", "1", "--sessions", "50", "--upstreams", "1,2"], out.path());
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "portcullis-bench failed:\n{stdout}\n{stderr}");
@@ -131,16 +137,22 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
 fn the_oauth_variant_is_measured_with_tokens_from_the_harness_issuer() {
     let out = tempfile::tempdir().expect("temp dir");
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("controls-jwt.toml");
-    let run = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
-        .args(["--quick", "--only", "call_small", "--slice-ms", "100", "--rounds", "1", "--no-controls"])
-        .arg("--variant")
-        .arg(format!("jwt={}", template.display()))
-        .arg("--portcullis")
-        .arg(portcullis())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("run portcullis-bench");
+    let variant = format!("jwt={}", template.display());
+    let run = bench(
+        &[
+            "--quick",
+            "--only",
+            "call_small",
+            "--slice-ms",
+            "100",
+            "--rounds",
+            "1",
+            "--no-controls",
+            "--variant",
+            &variant,
+        ],
+        out.path(),
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     // The harness refuses to measure a gateway that accepts a request without the token.
     assert!(run.status.success(), "portcullis-bench failed:\n{stderr}");
