@@ -27,12 +27,16 @@ pub struct Peer {
     pub credential: Option<Credential>,
 }
 
-/// A bearer credential: never printed (`Debug` shows only that there is one).
-pub struct Credential(pub String);
+/// A bearer credential and what kind it is: never printed (`Debug` shows only the kind).
+pub struct Credential {
+    /// `api_key` or `jwt`, as the report states it.
+    pub kind: &'static str,
+    pub secret: String,
+}
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credential(<redacted>)")
+        write!(f, "Credential({}, <redacted>)", self.kind)
     }
 }
 
@@ -58,7 +62,7 @@ impl Peer {
         // A gateway that authenticates with API keys gets one for the load generator's hosts,
         // made as an operator would (`portcullis apikey create`) in the store it reads keys from.
         let credential = if auth_setting(&config, "api_keys").is_some() {
-            Some(Credential(create_api_key(exe, &path)?))
+            Some(Credential { kind: "api_key", secret: create_api_key(exe, &path)? })
         } else {
             None
         };

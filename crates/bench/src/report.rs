@@ -89,6 +89,8 @@ pub struct Settings {
     pub client_threads: usize,
     /// Large-argument size, bytes.
     pub large_bytes: usize,
+    /// The targets whose hosts authenticate, and how (`api_key`, `jwt`); the others are anonymous.
+    pub authentication: std::collections::BTreeMap<String, &'static str>,
 }
 
 /// One scenario at one load level.
@@ -298,6 +300,12 @@ impl Report {
             "portcullis-bench ({} mode) on {} × {}, {} MiB",
             self.mode, m.cpus, m.cpu_model, m.memory_mib
         );
+        if !self.settings.authentication.is_empty() {
+            let how: Vec<String> =
+                self.settings.authentication.iter().map(|(t, kind)| format!("{t} ({kind})")).collect();
+            let _ =
+                writeln!(out, "hosts authenticate with: {}; the other targets take anonymous hosts", how.join(", "));
+        }
         let _ = writeln!(
             out,
             "{:<18} {:>5} {:>6} {:<14} {:>9} {:>8} {:>8} {:>8} {:>9} {:>6} {:>8} {:>8} {:>7} {:>6}",

@@ -53,6 +53,12 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
     let text = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
     let report: Value = serde_json::from_str(&text).expect("bench.json is JSON");
     assert_eq!(report["mode"], "quick");
+    // The all-controls gateways authenticate their hosts, and the report says so.
+    let authentication = &report["settings"]["authentication"];
+    assert_eq!(authentication["gateway-controls"], "api_key");
+    assert_eq!(authentication["gateway-controls-noaudit"], "api_key");
+    assert!(authentication.get("gateway-http").is_none(), "forward-only takes anonymous hosts");
+    assert!(stdout.contains("hosts authenticate with: gateway-controls (api_key)"), "{stdout}");
     let runs = report["runs"].as_array().expect("runs");
     for (scenario, load) in [
         ("call_small", "closed"),
@@ -166,6 +172,7 @@ fn the_oauth_variant_is_measured_with_tokens_from_the_harness_issuer() {
         .filter(|m| m["target"] == "gateway-jwt")
         .collect();
     assert!(!measured.is_empty(), "gateway-jwt never measured");
+    assert_eq!(report["settings"]["authentication"]["gateway-jwt"], "jwt");
     for m in measured {
         assert!(number(m, "requests") > 0.0, "no requests");
         assert_eq!(number(m, "errors"), 0.0, "errors: {}", m["first_error"]);
