@@ -129,22 +129,28 @@ pub const ISSUER: &str = "{{ISSUER}}";
 /// naming `{{ISSUER}}` gets `issuer`'s URL there, and its hosts a token from it for the route
 /// `/mcp` under the template's `[auth] public_url`.
 pub fn start_gateway(exe: &Path, template: &str, demo: &Peer, issuer: Option<&Issuer>) -> anyhow::Result<Peer> {
-    let mut config = template.replace(DEMO_URL, &format!("http://{}/mcp", demo.addr));
-    let mut token = None;
-    if config.contains(ISSUER) {
-        let issuer = issuer.context("this configuration needs the harness's token issuer")?;
-        let public_url = process::auth_setting(&config, "public_url")
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .context("a configuration naming {{ISSUER}} needs [auth] public_url")?;
-        // The route the harness measures (`/mcp`, as every gateway template must serve it).
-        token = Some(issuer.token(&format!("{}/mcp", public_url.trim_end_matches('/')), "bench-user")?);
-        config = config.replace(ISSUER, &issuer.url);
-    }
+    let config = template.replace(DEMO_URL, &format!("http://{}/mcp", demo.addr));
+    let (config, token) = with_issuer(config, issuer)?;
     let mut peer = Peer::gateway(exe, &config).context("start gateway")?;
     if let Some(token) = token {
         peer.credential = Some(Credential { kind: "jwt", secret: token });
     }
     Ok(peer)
+}
+
+/// A configuration naming `{{ISSUER}}` with the issuer's URL in its place, and a token from it for
+/// its hosts; any other configuration as it is.
+fn with_issuer(config: String, issuer: Option<&Issuer>) -> anyhow::Result<(String, Option<String>)> {
+    if !config.contains(ISSUER) {
+        return Ok((config, None));
+    }
+    let issuer = issuer.context("this configuration needs the harness's token issuer")?;
+    let public_url = process::auth_setting(&config, "public_url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .context("a configuration naming {{ISSUER}} needs [auth] public_url")?;
+    // The route the harness measures (`/mcp`, as every gateway template must serve it).
+    let token = issuer.token(&format!("{}/mcp", public_url.trim_end_matches('/')), "bench-user")?;
+    Ok((config.replace(ISSUER, &issuer.url), Some(token)))
 }
 
 /// The target for a route of a running gateway; `upstream_pids` serve it besides the gateway.
@@ -207,6 +213,22 @@ mod tests {
         // Commented out is not there; no [auth] at all neither.
         assert!(process::auth_setting("# [auth.api_keys]\n[auth]\npublic_url = 'x'\n", "api_keys").is_none());
         assert!(process::auth_setting(&forward_only_config(), "public_url").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_oauth_template_gets_the_issuer_and_a_token_or_a_clear_error() {
+        let jwt = include_str!("../controls-jwt.toml").to_owned();
+        let plain = forward_only_config();
+        assert!(matches!(with_issuer(plain.clone(), None), Ok((c, None)) if c == plain));
+        let missing = with_issuer(jwt.clone(), None).expect_err("no issuer");
+        assert!(missing.to_string().contains("needs the harness's token issuer"), "{missing}");
+        let issuer = Issuer::start().await.expect("issuer");
+        let no_url = jwt.replace("public_url = \"http://127.0.0.1\"", "");
+        let refused = with_issuer(no_url, Some(&issuer)).expect_err("no public_url");
+        assert!(refused.to_string().contains("needs [auth] public_url"), "{refused}");
+        let (config, token) = with_issuer(jwt, Some(&issuer)).expect("rewritten");
+        assert!(!config.contains(ISSUER) && config.contains(&issuer.url));
+        assert_eq!(token.map(|t| t.split('.').count()), Some(3));
     }
 
     #[test]

@@ -2075,7 +2075,6 @@ fn session_tag(host: &Host) -> Option<String> {
     host.session.as_ref().map(|s| hex::encode(&sha2::Sha256::digest(s.id.as_bytes())[..8]))
 }
 
-/// A policy decision as recorded.
 /// A policy decision as a call record states it, written from the decision itself (nothing copied):
 /// `{"outcome", "reason", "policies", "errors", "shadow": [{"set", "outcome", "policies"}]}`.
 struct DecisionFacts<'a>(&'a portcullis_policy::Decision);

@@ -315,7 +315,8 @@ impl JwtValidator {
         {
             return Ok(known.principal.clone());
         }
-        let (principal, verified) = self.verify(token, audience).await?;
+        let verified = self.verify(token, audience).await?;
+        let principal = verified.principal.clone();
         let mut cache = self.verified();
         if cache.len() >= VERIFIED_LIMIT {
             // Expired tokens go first; only if that leaves it full does it start over.
@@ -334,7 +335,7 @@ impl JwtValidator {
     }
 
     /// Checks a token in full: its header, its signature with the issuer's key, its claims.
-    async fn verify(&self, token: &str, audience: &str) -> Result<(Principal, Verified), TokenError> {
+    async fn verify(&self, token: &str, audience: &str) -> Result<Verified, TokenError> {
         let settings = &self.inner.settings;
         let token = UnverifiedToken::parse(token)?;
         let alg = token.algorithm(&settings.algorithms)?;
@@ -363,8 +364,7 @@ impl JwtValidator {
         };
         let times = claims::check_registered(&token.claims, expect)?;
         let principal = settings.claims.principal(&token.claims, &settings.issuer)?;
-        let verified = Verified { principal: principal.clone(), times, generation };
-        Ok((principal, verified))
+        Ok(Verified { principal, times, generation })
     }
 
     /// Test hook: every remembered token as if it expired `seconds` earlier.
