@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::connection::{Connection, Endpoint};
+use crate::pace::Pacer;
 use crate::request::{Era, Template};
 
 /// The longest latency recorded (larger values are clamped).
@@ -122,8 +123,10 @@ pub async fn closed(conns: Vec<Connection>, t: Arc<Template>, window: Window) ->
 /// Open loop at `rate` requests per second over the given connections. Request `i` is due at
 /// `start + i / rate`; whichever connection is free takes the next due request. When every
 /// connection is busy, requests fall behind schedule and their latency counts from when they were
-/// due (the coordinated-omission correction). A request sent late only because the generator's
-/// timer woke late (tokio timers tick in milliseconds) counts from when it was actually sent.
+/// due (the coordinated-omission correction). Each connection waits for its request's due time
+/// on a microsecond timer ([`Pacer`]), not tokio's millisecond wheel, so requests leave one by one
+/// at the rate instead of in a burst per millisecond; one sent late only because the generator's
+/// thread woke late counts from when it was actually sent.
 pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, window: Window) -> Sample {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     // The schedule starts before the window so the warm-up is at the same rate.
@@ -135,6 +138,13 @@ pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, win
         let (t, next, latency) = (Arc::clone(&t), Arc::clone(&next), Arc::clone(&latency));
         set.spawn(async move {
             let mut w = Worker::new(latency);
+            let pacer = match Pacer::new() {
+                Ok(pacer) => pacer,
+                Err(e) => {
+                    w.note::<()>(&Err(anyhow::anyhow!("the generator's timer: {e}")), Duration::ZERO);
+                    return w;
+                }
+            };
             let mut free_at = Instant::now();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -142,8 +152,9 @@ pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, win
                 if due >= window.end {
                     break;
                 }
-                if Instant::now() < due {
-                    tokio::time::sleep_until(due).await;
+                if let Err(e) = pacer.until(due).await {
+                    w.note::<()>(&Err(anyhow::anyhow!("the generator's timer: {e}")), Duration::ZERO);
+                    break;
                 }
                 let sent = Instant::now();
                 let from = if free_at > due { due } else { sent };

@@ -5,6 +5,7 @@ mod connection;
 mod issuer;
 mod load;
 mod memory;
+mod pace;
 mod plot;
 mod process;
 mod relay;
