@@ -178,3 +178,59 @@ fn the_oauth_variant_is_measured_with_tokens_from_the_harness_issuer() {
         assert_eq!(number(m, "errors"), 0.0, "errors: {}", m["first_error"]);
     }
 }
+
+#[test]
+fn a_gateway_whose_api_key_cannot_be_made_stops_the_run_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Hosts must authenticate with API keys, but the key store cannot be opened: `apikey create`
+    // fails, and the harness must say so rather than measure a gateway its hosts cannot use.
+    let template = dir.path().join("keyless.toml");
+    let config = r#"
+[registry]
+mode = "enforce"
+store = "sqlite:///proc/portcullis-bench-nowhere/registry.db"
+
+[auth]
+public_url = "http://127.0.0.1"
+
+[auth.api_keys]
+
+[listen]
+address = "127.0.0.1:0"
+
+[[upstream]]
+name = "demo"
+transport = "http"
+url = "{{DEMO_URL}}"
+
+[[route]]
+path = "/mcp"
+upstreams = ["demo"]
+names = "passthrough"
+"#;
+    std::fs::write(&template, config).expect("write the template");
+    let variant = format!("keyless={}", template.display());
+    let out = dir.path().join("out");
+    let run = bench(
+        &[
+            "--quick",
+            "--only",
+            "call_small",
+            "--slice-ms",
+            "50",
+            "--rounds",
+            "1",
+            "--no-controls",
+            "--variant",
+            &variant,
+        ],
+        &out,
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the run went on without a key:\n{stderr}");
+    assert!(
+        stderr.contains("apikey create failed") && stderr.contains("cannot open the key store"),
+        "the reason is given:\n{stderr}"
+    );
+    assert!(!out.join("bench.json").exists(), "no report of a run that did not happen");
+}
