@@ -197,7 +197,9 @@ pub(super) fn old_journal_path(spool: &Path) -> PathBuf {
 /// reader takes it back byte for byte, and at any depth (serde_json's skip of a raw value keeps
 /// no recursion limit). A body holding a newline (raw JSON from a host may be pretty-printed)
 /// cannot sit in one line as it is; it goes as a string inside the entry, the form older lines
-/// have, which the reader takes too.
+/// have, which the reader takes too (and so does anything that is not object text). A build from
+/// before this form cannot read it: going back to one with records left in the journal or spool
+/// moves them to the `.bad` file instead of replaying them.
 pub(super) fn line(partition: Partition, entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
     /// The entry without its body, fields in [`Entry`]'s order.
     #[derive(serde::Serialize)]
@@ -217,27 +219,26 @@ pub(super) fn line(partition: Partition, entry: &Entry, out: &mut Vec<u8>) -> io
         partition: &'a str,
         entry: &'a Entry,
     }
-    let body = entry.body.as_bytes();
-    if body.is_empty() || body.contains(&b'\n') {
+    // Every field by name (no `..`): a field added to `Entry` must be added to the line too.
+    let Entry { time_ms, kind, correlation, request, parent, principal, server, item, outcome, body } = entry;
+    let raw = body.as_bytes();
+    // The raw form only for object text (`{` … `}`, which rules out an empty body, `null` and
+    // surrounding whitespace, none of which would read back as written) without a newline.
+    if raw.first() != Some(&b'{') || raw.last() != Some(&b'}') || raw.contains(&b'\n') {
         serde_json::to_writer(&mut *out, &Line { partition: partition.as_str(), entry }).map_err(io::Error::other)?;
     } else {
+        // Bodies are written by serde_json; a test build checks that this one is one JSON value.
+        debug_assert!(
+            serde_json::from_str::<&serde_json::value::RawValue>(body).is_ok_and(|v| v.get().len() == body.len()),
+            "an audit body that is not one JSON object: {body}"
+        );
         out.extend_from_slice(b"{\"partition\":");
         serde_json::to_writer(&mut *out, partition.as_str()).map_err(io::Error::other)?;
         out.extend_from_slice(b",\"entry\":");
-        let head = Head {
-            time_ms: entry.time_ms,
-            kind: &entry.kind,
-            correlation: &entry.correlation,
-            request: &entry.request,
-            parent: &entry.parent,
-            principal: &entry.principal,
-            server: &entry.server,
-            item: &entry.item,
-            outcome: &entry.outcome,
-        };
+        let head = Head { time_ms: *time_ms, kind, correlation, request, parent, principal, server, item, outcome };
         serde_json::to_writer(&mut *out, &head).map_err(io::Error::other)?;
         out.extend_from_slice(b",\"body\":");
-        out.extend_from_slice(body);
+        out.extend_from_slice(raw);
         out.push(b'}');
     }
     out.push(b'\n');
@@ -386,7 +387,13 @@ mod tests {
             (with(&deep), true),
             // Raw JSON a host sent pretty-printed: a newline cannot sit in the line as it is.
             (with("{\"arguments\":{\n  \"text\": \"x\"\n}}"), false),
+            // A raw line separator inside a string, and a carriage return between members, are no
+            // line ends here.
+            (with("{\"text\":\"a\u{2028}b\",\r\"n\":1}"), true),
+            // Not object text: kept as a string, so it reads back as written.
             (with(""), false),
+            (with("null"), false),
+            (with(" {} "), false),
         ];
         for (r, raw) in cases {
             let mut text = Vec::new();
