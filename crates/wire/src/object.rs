@@ -189,6 +189,33 @@ pub fn all_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
     Some(list)
 }
 
+/// The JSON object `object` with `key` set to `value`: in its place when present (a repeated key
+/// once, in its first place, as [`all_members`] reads it), else last. The other members are copied
+/// as they are; one scan and one write, no map of owned keys and values built. The same text as
+/// parsing into a [`RawObject`], inserting and [`RawObject::to_raw`]. `None` if `object` is not
+/// one JSON object.
+pub fn with_member<'a>(object: &'a str, key: &'a str, value: &'a RawValue) -> Option<Box<RawValue>> {
+    struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl serde::Serialize for Members<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap as _;
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k.as_ref(), v)?;
+            }
+            map.end()
+        }
+    }
+    let mut list = all_members(object)?;
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(member) => member.1 = value,
+        None => list.push((Cow::Borrowed(key), value)),
+    }
+    // Keys are escaped as they are written and values are valid JSON already: the text is trusted,
+    // not parsed again. A map of strings to raw values cannot fail to serialize.
+    Some(serde_json::value::to_raw_value(&Members(list)).unwrap_or_else(|_| empty_object()))
+}
+
 /// A string member's value, unescaped; `None` if it is absent or not a string.
 pub fn string(value: Option<&RawValue>) -> Option<String> {
     value.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
@@ -225,6 +252,17 @@ pub fn raw(text: impl Into<String>) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_member_sets_in_place_or_last_and_refuses_what_is_not_one_object() {
+        let v = raw("true");
+        let set = |text: &str| with_member(text, "b", &v).map(|r| r.get().to_owned());
+        assert_eq!(set(r#"{"a":1,"b":2,"c":[3, 4]}"#).as_deref(), Some(r#"{"a":1,"b":true,"c":[3, 4]}"#));
+        assert_eq!(set(r#" {"a":{"b":0}} "#).as_deref(), Some(r#"{"a":{"b":0},"b":true}"#));
+        for text in ["", "null", "[1]", r#"{"a":1} {}"#, r#"{"a":}"#] {
+            assert_eq!(set(text), None, "{text:?}");
+        }
+    }
 
     #[test]
     fn all_members_borrow_in_order_and_keep_the_last_of_a_repeated_key_in_its_first_place() {

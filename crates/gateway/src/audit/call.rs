@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use portcullis_registry::model::RiskTier;
-use portcullis_wire::object::{members, string};
+use portcullis_wire::object::{members, string, with_member};
 use portcullis_wire::{RawObject, meta};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -104,11 +104,17 @@ impl CallTrail {
     }
 }
 
-/// Puts a `traceparent` into a request's `_meta`.
+/// Puts a `traceparent` into a request's `_meta` (a `_meta` that is not an object is replaced by
+/// one holding it alone).
 pub fn set_traceparent(params: &mut RawObject, traceparent: &str) {
-    let mut m = params.get_object("_meta").unwrap_or_default();
-    m.insert_str(meta::TRACEPARENT, traceparent);
-    params.insert_object("_meta", &m);
+    let Ok(value) = serde_json::value::to_raw_value(traceparent) else { return };
+    let meta = params
+        .get("_meta")
+        .and_then(|m| with_member(m.get(), meta::TRACEPARENT, &value))
+        .or_else(|| with_member("{}", meta::TRACEPARENT, &value));
+    if let Some(meta) = meta {
+        params.insert_raw("_meta", meta);
+    }
 }
 
 /// The arguments (as the host sent them) as recorded: with fields whose names look secret
@@ -176,6 +182,37 @@ fn redact_fields(value: &mut Value, redact: &[String]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_traceparent_goes_into_meta_as_the_map_rewrite_put_it() {
+        // The rewrite through a map of owned keys and values, as it was done before `with_member`.
+        let by_map = |params: &str, traceparent: &str| {
+            let Some(mut p) = RawObject::parse_str(params) else { panic!("an object: {params}") };
+            let mut m = p.get_object("_meta").unwrap_or_default();
+            m.insert_str(meta::TRACEPARENT, traceparent);
+            p.insert_object("_meta", &m);
+            p.to_raw().get().to_owned()
+        };
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for params in [
+            r#"{"name":"echo","arguments":{"text":"hi"}}"#,
+            r#"{"name":"echo","_meta":{}}"#,
+            r#"{"name":"echo","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","progressToken":7}}"#,
+            // An existing traceparent is replaced in its place; a repeated key once, in its first.
+            r#"{"_meta":{"a":1,"traceparent":"00-old","b":[1, 2],"traceparent":"00-older","a":{"x" : "y"}},"name":"t"}"#,
+            // Escaped keys come out as serde_json writes them.
+            r#"{"_meta":{"k\u0065y":"\u00fc","quote\"d":null,"tab\t":1}}"#,
+            // A _meta that is not an object is replaced.
+            r#"{"name":"echo","_meta":null}"#,
+            r#"{"name":"echo","_meta":"text"}"#,
+        ] {
+            let Some(mut p) = RawObject::parse_str(params) else { panic!("an object: {params}") };
+            set_traceparent(&mut p, tp);
+            assert_eq!(p.to_raw().get(), by_map(params, tp), "{params}");
+            let back: Value = serde_json::from_str(p.to_raw().get()).unwrap_or(Value::Null);
+            assert_eq!(back["_meta"]["traceparent"], tp, "{params}");
+        }
+    }
 
     #[test]
     fn the_trace_and_client_in_meta_are_adopted_the_last_duplicate_winning() {
