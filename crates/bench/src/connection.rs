@@ -13,6 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::process::Credential;
 use crate::request::{Era, LEGACY, MODERN, Template};
 
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -30,8 +31,9 @@ pub struct Endpoint {
     /// The route's path, e.g. `/mcp`.
     pub path: String,
     host: HeaderValue,
-    /// `Authorization` sent with every request, when the target authenticates its hosts.
-    credential: Option<HeaderValue>,
+    /// `Authorization` sent with every request, and the credential's kind (`api_key`, `jwt`), when
+    /// the target authenticates its hosts.
+    credential: Option<(&'static str, HeaderValue)>,
 }
 
 impl Endpoint {
@@ -41,17 +43,18 @@ impl Endpoint {
         Ok(Endpoint { addr, path: path.to_owned(), host, credential: None })
     }
 
-    /// The same endpoint, every request carrying `Authorization: Bearer <token>` (a JWT or an API key).
-    pub fn with_bearer(mut self, token: &str) -> anyhow::Result<Endpoint> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).context("authorization header")?;
+    /// The same endpoint, every request carrying `Authorization: Bearer <secret>` (a JWT or an API key).
+    pub fn with_bearer(mut self, credential: &Credential) -> anyhow::Result<Endpoint> {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", credential.secret)).context("authorization header")?;
         value.set_sensitive(true);
-        self.credential = Some(value);
+        self.credential = Some((credential.kind, value));
         Ok(self)
     }
 
-    /// Whether requests carry credentials.
-    pub fn authenticates(&self) -> bool {
-        self.credential.is_some()
+    /// How requests authenticate (`api_key`, `jwt`); `None`: they carry no credentials.
+    pub fn authentication(&self) -> Option<&'static str> {
+        self.credential.as_ref().map(|(kind, _)| *kind)
     }
 
     /// The same endpoint without credentials.
@@ -185,7 +188,7 @@ impl Connection {
         &mut self,
         mut req: Request<Full<Bytes>>,
     ) -> anyhow::Result<(StatusCode, Option<HeaderValue>, Bytes)> {
-        if let Some(credential) = &self.endpoint.credential {
+        if let Some((_, credential)) = &self.endpoint.credential {
             req.headers_mut().insert(AUTHORIZATION, credential.clone());
         }
         let sender = match self.sender.as_mut() {

@@ -258,7 +258,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rounds: plan.rounds,
             client_threads: args.client_threads,
             large_bytes: plan.large_bytes,
-            authentication: gateways.iter().filter_map(|t| Some((t.name.clone(), t.authentication?))).collect(),
+            authentication: gateways
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), t.endpoint.authentication()?)))
+                .collect(),
         },
         runs,
         memory,

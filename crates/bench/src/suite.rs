@@ -272,7 +272,7 @@ pub async fn wait_ready(target: &Target, t: &Template) -> anyhow::Result<()> {
 /// For a target whose hosts authenticate: checks that it refuses the same request without
 /// credentials (401), so a gateway measured "with authentication" really checks them.
 pub async fn check_refuses_anonymous(target: &Target, t: &Template) -> anyhow::Result<()> {
-    if !target.endpoint.authenticates() {
+    if target.endpoint.authentication().is_none() {
         return Ok(());
     }
     let anonymous = Arc::new(target.endpoint.anonymous());

@@ -31,8 +31,6 @@ pub struct Target {
     pub name: String,
     /// Where requests go.
     pub endpoint: Arc<Endpoint>,
-    /// How its hosts authenticate (`api_key`, `jwt`); `None`: anonymous.
-    pub authentication: Option<&'static str>,
     /// The gateway's pid, if this is a gateway (or the reference relay, which stands in its place).
     pub gateway_pid: Option<u32>,
     /// Every server process involved (gateway and upstreams).
@@ -159,22 +157,15 @@ pub fn gateway_target(name: &str, gateway: &Peer, path: &str, upstream_pids: &[u
     server_pids.extend_from_slice(upstream_pids);
     let mut endpoint = Endpoint::new(gateway.addr, path)?;
     if let Some(credential) = &gateway.credential {
-        endpoint = endpoint.with_bearer(&credential.secret)?;
+        endpoint = endpoint.with_bearer(credential)?;
     }
-    Ok(Target {
-        name: name.to_owned(),
-        authentication: gateway.credential.as_ref().map(|c| c.kind),
-        endpoint: Arc::new(endpoint),
-        gateway_pid: Some(gateway.pid()),
-        server_pids,
-    })
+    Ok(Target { name: name.to_owned(), endpoint: Arc::new(endpoint), gateway_pid: Some(gateway.pid()), server_pids })
 }
 
 /// The reference relay's target: its CPU is reported as the gateway's, the demo's beside it.
 pub fn relay_target(relay: &Peer, demo: &Peer) -> anyhow::Result<Target> {
     Ok(Target {
         name: RELAY.to_owned(),
-        authentication: None,
         endpoint: Arc::new(Endpoint::new(relay.addr, "/mcp")?),
         gateway_pid: Some(relay.pid()),
         server_pids: vec![relay.pid(), demo.pid()],
@@ -185,7 +176,6 @@ pub fn relay_target(relay: &Peer, demo: &Peer) -> anyhow::Result<Target> {
 pub fn direct_target(demo: &Peer) -> anyhow::Result<Target> {
     Ok(Target {
         name: DIRECT.to_owned(),
-        authentication: None,
         endpoint: Arc::new(Endpoint::new(demo.addr, "/mcp")?),
         gateway_pid: None,
         server_pids: vec![demo.pid()],
