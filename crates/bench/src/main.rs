@@ -2,6 +2,7 @@
 //! upstream in the same run. See BENCHMARKS.md at the repository root for how to read the output.
 
 mod connection;
+mod hop;
 mod issuer;
 mod load;
 mod memory;

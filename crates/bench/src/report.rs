@@ -35,6 +35,9 @@ pub struct Figure {
     pub unit: String,
 }
 
+/// Round trips timed for [`Machine::wake`] per placement.
+const WAKE_ROUND_TRIPS: u32 = 5_000;
+
 /// The machine the figures come from.
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -46,10 +49,12 @@ pub struct Machine {
     pub memory_mib: u64,
     /// Kernel release.
     pub kernel: String,
+    /// What waking another thread costs here (absent when it could not be measured).
+    pub wake: Option<crate::hop::Wake>,
 }
 
 impl Machine {
-    /// Reads /proc.
+    /// Reads /proc, and times the wake-ups (a second or less).
     pub fn detect() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
@@ -70,6 +75,9 @@ impl Machine {
             cpu_model,
             memory_mib: memory_kib / 1024,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+            wake: crate::hop::measure(WAKE_ROUND_TRIPS)
+                .inspect_err(|e| eprintln!("the wake-up cost could not be measured: {e}"))
+                .ok(),
         }
     }
 }
@@ -300,6 +308,16 @@ impl Report {
             "portcullis-bench ({} mode) on {} × {}, {} MiB",
             self.mode, m.cpus, m.cpu_model, m.memory_mib
         );
+        if let Some(w) = &m.wake {
+            let across = w.across_cpus.map_or_else(String::new, |a| {
+                format!("{:.1} µs across CPUs ({:.1} µs of CPU per thread), ", a.round_trip_us, a.cpu_us_per_thread)
+            });
+            let _ = writeln!(
+                out,
+                "wake-ups: a round trip between two threads over a socket takes {across}{:.1} µs on one CPU ({:.1} µs)",
+                w.one_cpu.round_trip_us, w.one_cpu.cpu_us_per_thread
+            );
+        }
         if !self.settings.authentication.is_empty() {
             let how: Vec<String> =
                 self.settings.authentication.iter().map(|(t, kind)| format!("{t} ({kind})")).collect();

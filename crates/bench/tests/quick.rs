@@ -49,10 +49,19 @@ fn quick_mode_reports_every_scenario_with_sane_numbers() {
     assert!(run.status.success(), "portcullis-bench failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("targets (issue 3)"), "no table on stdout:\n{stdout}");
     assert!(stdout.contains("reference: one HTTP hop"), "no reference figures on stdout:\n{stdout}");
+    assert!(stdout.contains("wake-ups: a round trip between two threads"), "no wake-up cost on stdout:\n{stdout}");
 
     let text = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
     let report: Value = serde_json::from_str(&text).expect("bench.json is JSON");
     assert_eq!(report["mode"], "quick");
+    // The machine's wake-up cost, on one CPU and (on a machine with more) across two.
+    let wake = &report["machine"]["wake"];
+    assert!(number(&wake["one_cpu"], "round_trip_us") > 0.0, "no wake-up cost: {wake}");
+    assert!(number(&wake["one_cpu"], "cpu_us_per_thread").is_finite());
+    let cpus = number(&report["machine"], "cpus");
+    if cpus > 1.0 {
+        assert!(number(&wake["across_cpus"], "round_trip_us") > 0.0, "{wake}");
+    }
     // The all-controls gateways authenticate their hosts, and the report says so.
     let authentication = &report["settings"]["authentication"];
     assert_eq!(authentication["gateway-controls"], "api_key");
