@@ -369,10 +369,12 @@ impl Writer {
             tokio::select! {
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    // Waiting requests fill the batch first; then whatever else has gathered.
-                    let mut jobs = vec![job];
-                    fill(&mut jobs, &mut rx);
-                    jobs.append(&mut held);
+                    // Waiting requests fill the batch first; then whatever else has gathered. In
+                    // the stream, what had gathered before them comes first.
+                    let mut waiting = vec![job];
+                    fill(&mut waiting, &mut rx);
+                    let mut jobs = std::mem::take(&mut held);
+                    jobs.append(&mut waiting);
                     fill(&mut jobs, &mut later);
                     self.commit(jobs).await;
                 }
@@ -1096,6 +1098,36 @@ mod tests {
         // (In either order: the writer takes whatever has queued when the lock goes.)
         assert!(times == [first, second] || times == [second, first], "both committed: {times:?}");
         assert!(!journal.exists(), "a journal whose records are all committed is deleted at close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_whose_journal_write_fails_waits_for_the_store_and_is_recorded_once() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let settings = settings(dir.path());
+        let url = settings.store.clone();
+        let auditor = Auditor::start(settings, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let journal = auditor.journal.clone().unwrap_or_else(|| panic!("a journal, with acknowledge = journal"));
+        let (first, second) = (now_ms(), now_ms() + 1);
+        auditor.record_durably(Kind::Call, entry(first), Some(RiskTier::Low)).await.unwrap_or_else(|e| panic!("{e}"));
+        // The journal refuses records from now on (what a full disk or a lost file does to a write).
+        journal.close();
+        // Another process holds the store's write lock: nothing can commit.
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        let low = auditor.record_durably(Kind::Call, entry(second), Some(RiskTier::Low));
+        tokio::pin!(low);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut low).await.is_err(),
+            "a record the journal could not take waits for the store, whatever its tier"
+        );
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(low.await, Ok(())));
+        let text = std::fs::read_to_string(journal.path()).unwrap_or_default();
+        assert!(!text.contains(&format!("\"time_ms\":{second}")), "not in the journal: {text}");
+        auditor.close().await;
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(call_times(&store).await, [first, second], "each recorded once, in order");
     }
 
     #[tokio::test]

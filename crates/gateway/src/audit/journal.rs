@@ -224,6 +224,43 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn after_a_write_that_fails_part_way_the_next_record_starts_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.spool");
+        let spool = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let journal = Journal::open(spool.path()).unwrap_or_else(|e| panic!("{e}"));
+        journal.write(Partition::Calls, &entry(1)).unwrap_or_else(|e| panic!("{e}"));
+        // The disk fills in the middle of record 2: part of its line is in the file, the rest
+        // cannot be written (`/dev/full` refuses every write with ENOSPC).
+        let mut half = Vec::new();
+        spool::line(Partition::Calls, &entry(2), &mut half).unwrap_or_else(|e| panic!("{e}"));
+        half.truncate(half.len() / 2);
+        {
+            use std::io::Write as _;
+            let mut state = journal.state.lock().unwrap_or_else(|e| panic!("{e}"));
+            state.file.write_all(&half).unwrap_or_else(|e| panic!("{e}"));
+            state.file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let failed = journal.write(Partition::Calls, &entry(2));
+        assert!(failed.is_err_and(|e| e.kind() == io::ErrorKind::StorageFull), "the write fails");
+        // Space again: the next record must not run on from the torn half line.
+        journal.state.lock().unwrap_or_else(|e| panic!("{e}")).file =
+            std::fs::OpenOptions::new().append(true).open(journal.path()).unwrap_or_else(|e| panic!("{e}"));
+        journal.write(Partition::Calls, &entry(3)).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(journal.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains(&format!("\n{{\"partition\":\"calls\"")), "{text}");
+        // The process stops; the next start takes the journal in: records 1 and 3 whole, the
+        // torn half kept aside, record 2 nowhere (its caller was told the write failed).
+        drop(journal);
+        drop(spool);
+        let spool = Spool::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let read = spool.read().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), [entry(1), entry(3)]);
+        let bad = std::fs::read(dir.path().join("audit.spool.bad")).unwrap_or_default();
+        assert_eq!(bad.strip_suffix(b"\n"), Some(half.as_slice()), "the torn half is kept aside as it was");
+    }
+
     #[test]
     fn a_settled_journal_is_deleted_at_close_and_a_set_aside_one_once_settled() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
