@@ -970,6 +970,27 @@ mod tests {
         (store, url, w)
     }
 
+    /// Another connection that holds the store's write lock: nothing can commit until it ends.
+    async fn lock_store(url: &str) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let mut other = sqlx::SqliteConnection::connect(url).await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        other
+    }
+
+    /// `record` has not returned half a second into the lock `other` holds, and returns `Ok`
+    /// once the lock goes.
+    async fn waits_for_the_store(
+        mut other: sqlx::SqliteConnection,
+        record: impl std::future::Future<Output = Result<(), AuditError>>,
+        why: &str,
+    ) {
+        tokio::pin!(record);
+        assert!(tokio::time::timeout(Duration::from_millis(500), &mut record).await.is_err(), "{why}");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(record.await, Ok(())), "{why}: recorded once the store commits");
+    }
+
     #[tokio::test]
     async fn a_commit_that_lands_after_the_writer_gave_up_is_not_taken_for_someone_elses() {
         use sqlx::Connection;
@@ -1065,7 +1086,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_journaled_call_is_answered_before_the_store_commits_and_a_fail_closed_one_is_not() {
-        use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let settings = settings(dir.path());
         let url = settings.store.clone();
@@ -1073,9 +1093,7 @@ mod tests {
         let journal = dir.path().join("audit.spool.journal");
         // Recent records: retention (one hour here) leaves them alone.
         let (first, second) = (now_ms(), now_ms() + 1);
-        // Another process holds the store's write lock: nothing can commit.
-        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        let other = lock_store(&url).await;
         let low = tokio::time::timeout(
             Duration::from_secs(2),
             auditor.record_durably(Kind::Call, entry(first), Some(RiskTier::Low)),
@@ -1085,13 +1103,7 @@ mod tests {
         let text = std::fs::read_to_string(&journal).unwrap_or_default();
         assert!(text.contains(&format!("\"time_ms\":{first}")), "the record is in the journal: {text}");
         let high = auditor.record_durably(Kind::Call, entry(second), Some(RiskTier::High));
-        tokio::pin!(high);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), &mut high).await.is_err(),
-            "a high-tier record waits for the store"
-        );
-        sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(high.await, Ok(())));
+        waits_for_the_store(other, high, "a high-tier record waits for the store").await;
         auditor.close().await;
         let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
         let times = call_times(&store).await;
@@ -1102,7 +1114,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_whose_journal_write_fails_waits_for_the_store_and_is_recorded_once() {
-        use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let settings = settings(dir.path());
         let url = settings.store.clone();
@@ -1112,17 +1123,10 @@ mod tests {
         auditor.record_durably(Kind::Call, entry(first), Some(RiskTier::Low)).await.unwrap_or_else(|e| panic!("{e}"));
         // The journal refuses records from now on (what a full disk or a lost file does to a write).
         journal.close();
-        // Another process holds the store's write lock: nothing can commit.
-        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        let other = lock_store(&url).await;
         let low = auditor.record_durably(Kind::Call, entry(second), Some(RiskTier::Low));
-        tokio::pin!(low);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), &mut low).await.is_err(),
-            "a record the journal could not take waits for the store, whatever its tier"
-        );
-        sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(low.await, Ok(())));
+        waits_for_the_store(other, low, "a record the journal could not take waits for the store, whatever its tier")
+            .await;
         let text = std::fs::read_to_string(journal.path()).unwrap_or_default();
         assert!(!text.contains(&format!("\"time_ms\":{second}")), "not in the journal: {text}");
         auditor.close().await;

@@ -249,7 +249,7 @@ mod tests {
             std::fs::OpenOptions::new().append(true).open(journal.path()).unwrap_or_else(|e| panic!("{e}"));
         journal.write(Partition::Calls, &entry(3)).unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(journal.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(text.contains(&format!("\n{{\"partition\":\"calls\"")), "{text}");
+        assert!(text.contains("\n{\"partition\":\"calls\""), "{text}");
         // The process stops; the next start takes the journal in: records 1 and 3 whole, the
         // torn half kept aside, record 2 nowhere (its caller was told the write failed).
         drop(journal);
