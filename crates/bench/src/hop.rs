@@ -45,14 +45,19 @@ pub struct Wake {
 
 /// Measures both placements with `round_trips` timed round trips each.
 pub fn measure(round_trips: u32) -> io::Result<Wake> {
-    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
-    let cpus: Vec<usize> = (0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).take(2).collect();
+    let cpus = allowed_cpus()?;
     let first = *cpus.first().ok_or_else(|| io::Error::other("no CPU is allowed to this process"))?;
     let across_cpus = match cpus.get(1) {
         Some(&second) => Some(ping_pong([first, second], round_trips)?),
         None => None,
     };
     Ok(Wake { round_trips, across_cpus, one_cpu: ping_pong([first, first], round_trips)? })
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(io::Error::from)?;
+    Ok((0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).collect())
 }
 
 /// Two threads, each held to its CPU, `round_trips` round trips after the warm-up.
@@ -141,19 +146,19 @@ mod tests {
     fn both_placements_are_measured_on_the_cpus_allowed() {
         let wake = measure(300).expect("ping-pong");
         assert_eq!(wake.round_trips, 300);
-        let allowed = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+        let allowed = allowed_cpus().expect("affinity");
         let one = wake.one_cpu;
         assert_eq!(one.cpus[0], one.cpus[1]);
-        assert!(allowed.is_set(one.cpus[0]).expect("cpu index"));
+        assert!(allowed.contains(&one.cpus[0]));
         assert!(one.round_trip_us > 0.0 && one.round_trip_us.is_finite());
         // A thread cannot spend more CPU than the time that passed.
         assert!(one.cpu_us_per_thread >= 0.0 && one.cpu_us_per_thread <= one.round_trip_us * 1.1, "{one:?}");
-        let several = (0..CpuSet::count()).filter(|&c| allowed.is_set(c).unwrap_or(false)).count() > 1;
+        let several = allowed.len() > 1;
         match wake.across_cpus {
             Some(across) => {
                 assert!(several);
                 assert_ne!(across.cpus[0], across.cpus[1]);
-                assert!(across.cpus.iter().all(|&c| allowed.is_set(c).unwrap_or(false)));
+                assert!(across.cpus.iter().all(|c| allowed.contains(c)));
                 assert!(across.round_trip_us > 0.0 && across.round_trip_us.is_finite());
                 assert!(across.cpu_us_per_thread <= across.round_trip_us * 1.1, "{across:?}");
             }

@@ -138,10 +138,13 @@ pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, win
         let (t, next, latency) = (Arc::clone(&t), Arc::clone(&next), Arc::clone(&latency));
         set.spawn(async move {
             let mut w = Worker::new(latency);
+            let timer_failed = |w: &mut Worker, e: std::io::Error| {
+                w.note::<()>(&Err(anyhow::anyhow!("the generator's timer: {e}")), Duration::ZERO);
+            };
             let pacer = match Pacer::new() {
                 Ok(pacer) => pacer,
                 Err(e) => {
-                    w.note::<()>(&Err(anyhow::anyhow!("the generator's timer: {e}")), Duration::ZERO);
+                    timer_failed(&mut w, e);
                     return w;
                 }
             };
@@ -153,7 +156,7 @@ pub async fn fixed_rate(conns: Vec<Connection>, t: Arc<Template>, rate: f64, win
                     break;
                 }
                 if let Err(e) = pacer.until(due).await {
-                    w.note::<()>(&Err(anyhow::anyhow!("the generator's timer: {e}")), Duration::ZERO);
+                    timer_failed(&mut w, e);
                     break;
                 }
                 let sent = Instant::now();

@@ -993,14 +993,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_that_lands_after_the_writer_gave_up_is_not_taken_for_someone_elses() {
-        use sqlx::Connection;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (store, url, mut w) = dedicated_writer(dir.path()).await;
         let calls = |t| vec![("gw/calls".to_owned(), vec![entry(t)])];
         w.append(&calls(1)).await.map(|r| w.committed(&r)).unwrap_or_else(|e| panic!("{e}"));
         // Another process holds the write lock past the writer's patience.
-        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut other = lock_store(&url).await;
         assert!(w.append(&calls(2)).await.is_err(), "the append should have timed out");
         // The lock goes; the commit the writer stopped waiting for lands after all.
         sqlx::query("COMMIT").execute(&mut other).await.unwrap_or_else(|e| panic!("{e}"));
